@@ -1,0 +1,613 @@
+/*
+ * certset.c: certificate sets reread for every new connection.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/asn.h>
+#include <wolfssl/wolfcrypt/sha256.h>
+
+#include "../proxy/log.h"
+#include "certset.h"
+
+enum { F_CA = 0, F_CERT, F_KEY, F_COUNT };
+static const char *flag_names[F_COUNT] = { "ssl-ca", "ssl-cert", "ssl-key" };
+
+/* Bytes read from one file. */
+struct filebuf {
+	uint8_t	*fb_buf;
+	size_t	 fb_len;
+	size_t	 fb_cap;
+};
+
+struct certset {
+	atomic_int	 cs_refs;
+	WOLFSSL_CTX	*cs_ctx;
+	struct filebuf	 cs_files[F_COUNT];	/* bytes the set was built from */
+	char		 cs_subject[300];
+	time_t		 cs_not_after;
+	char		 cs_digest[65];
+};
+
+struct certsrc {
+	struct certsrc_params	 src_p;
+	const char		*src_path[F_COUNT];	/* NULL when not set */
+	pthread_mutex_t		 src_lock;
+	struct certset		*src_cur;		/* under src_lock */
+	uint8_t			 src_bad[WC_SHA256_DIGEST_SIZE];
+	int			 src_bad_valid;
+	uint64_t		 src_ok;
+	uint64_t		 src_err;
+};
+
+/* Per-thread read buffers: no allocation on the per-connection path. */
+static __thread struct filebuf tls_read[F_COUNT];
+
+static int
+fb_reserve(struct filebuf *fb, size_t cap)
+{
+	uint8_t *b;
+
+	if (fb->fb_cap >= cap)
+		return (0);
+	if ((b = realloc(fb->fb_buf, cap)) == NULL)
+		return (-1);
+	fb->fb_buf = b;
+	fb->fb_cap = cap;
+	return (0);
+}
+
+static void
+fb_free(struct filebuf *fb)
+{
+	free(fb->fb_buf);
+	memset(fb, 0, sizeof(*fb));
+}
+
+/* Read a whole file of at most CERTFILE_MAX bytes into fb. */
+static int
+read_file(const char *path, struct filebuf *fb, char *err, size_t errlen)
+{
+	struct stat st;
+	ssize_t n;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "cannot be read: %s", strerror(errno));
+		return (-1);
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "is not a regular file");
+		goto fail;
+	}
+	if (st.st_size > CERTFILE_MAX) {
+		snprintf(err, errlen, "is larger than %d bytes", CERTFILE_MAX);
+		goto fail;
+	}
+	/* One byte of slack shows a file that grew since fstat. */
+	if (fb_reserve(fb, (size_t)st.st_size + 4096) == -1) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	fb->fb_len = 0;
+	for (;;) {
+		n = read(fd, fb->fb_buf + fb->fb_len, fb->fb_cap - fb->fb_len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			snprintf(err, errlen, "read error: %s", strerror(errno));
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		fb->fb_len += (size_t)n;
+		if (fb->fb_len == fb->fb_cap) {
+			if (fb->fb_cap > CERTFILE_MAX ||
+			    fb_reserve(fb, fb->fb_cap * 2) == -1) {
+				snprintf(err, errlen, "is larger than %d bytes",
+				    CERTFILE_MAX);
+				goto fail;
+			}
+		}
+	}
+	close(fd);
+	return (0);
+fail:
+	close(fd);
+	return (-1);
+}
+
+/* Find the next "-----BEGIN ...-----" ... "-----END ...-----" block. */
+static const uint8_t *
+pem_next(const uint8_t *p, const uint8_t *end, size_t *blen, int *complete)
+{
+	const uint8_t *b, *e;
+
+	b = memmem(p, (size_t)(end - p), "-----BEGIN ", 11);
+	if (b == NULL)
+		return (NULL);
+	e = memmem(b + 11, (size_t)(end - b - 11), "-----END ", 9);
+	*complete = 0;
+	if (e != NULL) {
+		const uint8_t *again = memmem(b + 11, (size_t)(e - b - 11),
+		    "-----BEGIN ", 11);
+		const uint8_t *close_ = memmem(e + 9, (size_t)(end - e - 9),
+		    "-----", 5);
+		if (again == NULL && close_ != NULL) {
+			*complete = 1;
+			*blen = (size_t)(close_ + 5 - b);
+			return (b);
+		}
+	}
+	*blen = (size_t)(end - b);
+	return (b);
+}
+
+/*
+ * Check that every PEM block of a certificate file is whole and parses.
+ * Returns the number of certificates, or -1 with err set.
+ */
+static int
+pem_certs_check(const struct filebuf *fb, char *err, size_t errlen)
+{
+	const uint8_t *p = fb->fb_buf, *end = fb->fb_buf + fb->fb_len, *b;
+	static __thread uint8_t der[64 * 1024];
+	size_t blen;
+	int n = 0, complete;
+
+	if (fb->fb_len == 0) {
+		snprintf(err, errlen, "is empty");
+		return (-1);
+	}
+	while ((b = pem_next(p, end, &blen, &complete)) != NULL) {
+		n++;
+		if (!complete) {
+			snprintf(err, errlen, "PEM block %d is cut short "
+			    "(truncated or half-written file)", n);
+			return (-1);
+		}
+		if (wolfSSL_CertPemToDer(b, (int)blen, der, sizeof(der),
+		    CERT_TYPE) <= 0) {
+			snprintf(err, errlen, "PEM block %d is not a valid "
+			    "certificate", n);
+			return (-1);
+		}
+		p = b + blen;
+	}
+	if (n == 0) {
+		snprintf(err, errlen, "holds no PEM certificate");
+		return (-1);
+	}
+	return (n);
+}
+
+/* Check that a key file holds exactly whole PEM blocks. */
+static int
+pem_key_check(const struct filebuf *fb, char *err, size_t errlen)
+{
+	const uint8_t *p = fb->fb_buf, *end = fb->fb_buf + fb->fb_len, *b;
+	size_t blen;
+	int n = 0, complete;
+
+	if (fb->fb_len == 0) {
+		snprintf(err, errlen, "is empty");
+		return (-1);
+	}
+	while ((b = pem_next(p, end, &blen, &complete)) != NULL) {
+		n++;
+		if (!complete) {
+			snprintf(err, errlen, "PEM block %d is cut short "
+			    "(truncated or half-written file)", n);
+			return (-1);
+		}
+		p = b + blen;
+	}
+	if (n == 0) {
+		snprintf(err, errlen, "holds no PEM private key");
+		return (-1);
+	}
+	return (0);
+}
+
+/* Turn an ASN.1 UTCTime/GeneralizedTime into a time_t (UTC). */
+static time_t
+asn_time(const uint8_t *d, int len)
+{
+	struct tm tm;
+	int i, yl;
+	char s[20];
+
+	if (d == NULL || len < 13)
+		return (0);
+	/* DecodedCert may or may not include the tag and length. */
+	if ((d[0] == 0x17 || d[0] == 0x18) && d[1] == len - 2) {
+		d += 2;
+		len -= 2;
+	}
+	yl = len >= 15 ? 4 : 2;
+	if (len > (int)sizeof(s) - 1)
+		return (0);
+	for (i = 0; i < 10 + yl; i++)
+		if (d[i] < '0' || d[i] > '9')
+			return (0);
+	memcpy(s, d, (size_t)len);
+	s[len] = '\0';
+	memset(&tm, 0, sizeof(tm));
+#define D2(o) ((s[(o)] - '0') * 10 + (s[(o) + 1] - '0'))
+	if (yl == 4)
+		tm.tm_year = D2(0) * 100 + D2(2) - 1900;
+	else
+		tm.tm_year = D2(0) < 50 ? D2(0) + 100 : D2(0);
+	tm.tm_mon = D2(yl) - 1;
+	tm.tm_mday = D2(yl + 2);
+	tm.tm_hour = D2(yl + 4);
+	tm.tm_min = D2(yl + 6);
+	tm.tm_sec = D2(yl + 8);
+#undef D2
+	return (timegm(&tm));
+}
+
+/* Fill the set's subject and not-after from the leaf of ssl-cert. */
+static void
+describe_leaf(struct certset *cs)
+{
+	static __thread uint8_t der[64 * 1024];
+	const struct filebuf *fb = &cs->cs_files[F_CERT];
+	DecodedCert dc;
+	int len;
+
+	if (fb->fb_len == 0)
+		return;
+	len = wolfSSL_CertPemToDer(fb->fb_buf, (int)fb->fb_len, der,
+	    sizeof(der), CERT_TYPE);
+	if (len <= 0)
+		return;
+	InitDecodedCert(&dc, der, (word32)len, NULL);
+	if (ParseCert(&dc, CERT_TYPE, NO_VERIFY, NULL) == 0) {
+		snprintf(cs->cs_subject, sizeof(cs->cs_subject), "CN=%.*s",
+		    dc.subjectCNLen > 0 ? dc.subjectCNLen : 0,
+		    dc.subjectCN ? dc.subjectCN : "");
+		cs->cs_not_after = asn_time(dc.afterDate, dc.afterDateLen);
+	}
+	FreeDecodedCert(&dc);
+}
+
+static void
+digest_files(struct filebuf *files, uint8_t out[WC_SHA256_DIGEST_SIZE])
+{
+	wc_Sha256 sha;
+	int i;
+	uint8_t sep = 0;
+
+	wc_InitSha256(&sha);
+	for (i = 0; i < F_COUNT; i++) {
+		if (files[i].fb_len > 0)
+			wc_Sha256Update(&sha, files[i].fb_buf,
+			    (word32)files[i].fb_len);
+		wc_Sha256Update(&sha, &sep, 1);
+	}
+	wc_Sha256Final(&sha, out);
+	wc_Sha256Free(&sha);
+}
+
+static void
+certset_free(struct certset *cs)
+{
+	int i;
+
+	if (cs == NULL)
+		return;
+	if (cs->cs_ctx != NULL)
+		wolfSSL_CTX_free(cs->cs_ctx);
+	for (i = 0; i < F_COUNT; i++)
+		fb_free(&cs->cs_files[i]);
+	free(cs);
+}
+
+#define AEAD_CIPHERS \
+	"TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:" \
+	"TLS13-CHACHA20-POLY1305-SHA256:" \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+/*
+ * Build a set from the bytes in files.  Returns the set (one reference), or
+ * NULL with the flag index in *bad and the reason in err.
+ */
+static struct certset *
+certset_build(const struct certsrc *src, struct filebuf *files, int *bad,
+    char *err, size_t errlen)
+{
+	const struct route_conf *rc = src->src_p.rc;
+	struct certset *cs;
+	uint8_t d[WC_SHA256_DIGEST_SIZE];
+	int i, mode;
+
+	*bad = F_CA;
+	if ((cs = calloc(1, sizeof(*cs))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return (NULL);
+	}
+	atomic_init(&cs->cs_refs, 1);
+	if (pem_certs_check(&files[F_CA], err, errlen) == -1)
+		goto fail;
+	if (src->src_path[F_CERT] != NULL) {
+		*bad = F_CERT;
+		if (pem_certs_check(&files[F_CERT], err, errlen) == -1)
+			goto fail;
+		*bad = F_KEY;
+		if (pem_key_check(&files[F_KEY], err, errlen) == -1)
+			goto fail;
+	}
+
+	*bad = F_CA;
+	cs->cs_ctx = wolfSSL_CTX_new(src->src_p.tls_server ?
+	    wolfSSLv23_server_method() : wolfSSLv23_client_method());
+	if (cs->cs_ctx == NULL) {
+		snprintf(err, errlen, "cannot create a TLS context");
+		goto fail;
+	}
+	wolfSSL_CTX_SetMinVersion(cs->cs_ctx, WOLFSSL_TLSV1_2);
+	if (wolfSSL_CTX_set_cipher_list(cs->cs_ctx, AEAD_CIPHERS) !=
+	    WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "cannot set the AEAD cipher list");
+		goto fail;
+	}
+	if (wolfSSL_CTX_load_verify_buffer(cs->cs_ctx, files[F_CA].fb_buf,
+	    (long)files[F_CA].fb_len, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "holds no usable CA certificate");
+		goto fail;
+	}
+	if (src->src_path[F_CERT] != NULL) {
+		*bad = F_CERT;
+		if (wolfSSL_CTX_use_certificate_chain_buffer(cs->cs_ctx,
+		    files[F_CERT].fb_buf, (long)files[F_CERT].fb_len) !=
+		    WOLFSSL_SUCCESS) {
+			snprintf(err, errlen, "is not a usable certificate "
+			    "chain");
+			goto fail;
+		}
+		*bad = F_KEY;
+		if (wolfSSL_CTX_use_PrivateKey_buffer(cs->cs_ctx,
+		    files[F_KEY].fb_buf, (long)files[F_KEY].fb_len,
+		    WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
+			snprintf(err, errlen, "holds no usable private key");
+			goto fail;
+		}
+		if (wolfSSL_CTX_check_private_key(cs->cs_ctx) !=
+		    WOLFSSL_SUCCESS) {
+			snprintf(err, errlen, "does not match ssl-cert %s",
+			    src->src_path[F_CERT]);
+			goto fail;
+		}
+	}
+	mode = WOLFSSL_VERIFY_PEER;
+	if (src->src_p.tls_server) {
+		mode = rc->sec.verify_client ? WOLFSSL_VERIFY_PEER |
+		    WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT : WOLFSSL_VERIFY_NONE;
+		/* No session tickets or cache: every connection proves its
+		 * certificate again, so a rotated CA or policy applies. */
+		wolfSSL_CTX_NoTicketTLSv12(cs->cs_ctx);
+		wolfSSL_CTX_no_ticket_TLSv13(cs->cs_ctx);
+		wolfSSL_CTX_set_session_cache_mode(cs->cs_ctx,
+		    WOLFSSL_SESS_CACHE_OFF);
+	}
+	wolfSSL_CTX_set_verify(cs->cs_ctx, mode, src->src_p.verify_cb);
+
+	for (i = 0; i < F_COUNT; i++) {
+		if (files[i].fb_len == 0)
+			continue;
+		if (fb_reserve(&cs->cs_files[i], files[i].fb_len) == -1) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+		memcpy(cs->cs_files[i].fb_buf, files[i].fb_buf,
+		    files[i].fb_len);
+		cs->cs_files[i].fb_len = files[i].fb_len;
+	}
+	digest_files(files, d);
+	for (i = 0; i < WC_SHA256_DIGEST_SIZE; i++)
+		snprintf(cs->cs_digest + 2 * i, 3, "%02x", d[i]);
+	describe_leaf(cs);
+	return (cs);
+fail:
+	certset_free(cs);
+	return (NULL);
+}
+
+/* Read the route's files into the thread's buffers; -1 names the file. */
+static int
+read_all(const struct certsrc *src, struct filebuf *files, int *bad,
+    char *err, size_t errlen)
+{
+	int i;
+
+	for (i = 0; i < F_COUNT; i++) {
+		files[i].fb_len = 0;
+		if (src->src_path[i] == NULL)
+			continue;
+		if (read_file(src->src_path[i], &files[i], err, errlen) == -1) {
+			*bad = i;
+			return (-1);
+		}
+	}
+	return (0);
+}
+
+static int
+same_bytes(const struct certset *cs, const struct filebuf *files)
+{
+	int i;
+
+	for (i = 0; i < F_COUNT; i++)
+		if (cs->cs_files[i].fb_len != files[i].fb_len ||
+		    (files[i].fb_len > 0 && memcmp(cs->cs_files[i].fb_buf,
+		    files[i].fb_buf, files[i].fb_len) != 0))
+			return (0);
+	return (1);
+}
+
+struct certsrc *
+certsrc_new(const struct certsrc_params *p, char *err, size_t errlen)
+{
+	struct certsrc *src;
+	char why[512];
+	int bad = F_CA;
+
+	if ((src = calloc(1, sizeof(*src))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return (NULL);
+	}
+	src->src_p = *p;
+	src->src_path[F_CA] = p->rc->sec.ssl_ca;
+	src->src_path[F_CERT] = p->rc->sec.ssl_cert;
+	src->src_path[F_KEY] = p->rc->sec.ssl_key;
+	pthread_mutex_init(&src->src_lock, NULL);
+	if (read_all(src, tls_read, &bad, why, sizeof(why)) == -1 ||
+	    (src->src_cur = certset_build(src, tls_read, &bad, why,
+	    sizeof(why))) == NULL) {
+		snprintf(err, errlen, "--%s %s %s", flag_names[bad],
+		    src->src_path[bad], why);
+		certsrc_free(src);
+		return (NULL);
+	}
+	src->src_ok = 1;
+	return (src);
+}
+
+/* Log a broken state once: the same bytes and reason are not logged again. */
+static void
+note_bad(struct certsrc *src, const struct filebuf *files, int bad,
+    const char *why)
+{
+	uint8_t d[WC_SHA256_DIGEST_SIZE];
+
+	digest_files((struct filebuf *)(uintptr_t)files, d);
+	src->src_err++;
+	if (src->src_bad_valid && memcmp(d, src->src_bad, sizeof(d)) == 0)
+		return;
+	memcpy(src->src_bad, d, sizeof(d));
+	src->src_bad_valid = 1;
+	{
+		struct logline l;
+		log_begin(&l, LOG_WARN, "cert_reload_failed");
+		log_str(&l, "route", src->src_p.rc->name);
+		log_str(&l, "file", src->src_path[bad]);
+		log_str(&l, "key", flag_names[bad]);
+		log_str(&l, "reason", why);
+		log_str(&l, "action", "keeping the last good certificate set");
+		log_end(&l);
+	}
+}
+
+struct certset *
+certsrc_acquire(struct certsrc *src)
+{
+	struct certset *cs, *fresh = NULL;
+	struct filebuf *files = tls_read;
+	char why[512];
+	int bad = F_CA, rdok;
+
+	if (!src->src_p.rc->reread)
+		return (certsrc_current(src));
+	rdok = read_all(src, files, &bad, why, sizeof(why)) == 0;
+
+	pthread_mutex_lock(&src->src_lock);
+	if (rdok && same_bytes(src->src_cur, files)) {
+		cs = src->src_cur;
+		atomic_fetch_add(&cs->cs_refs, 1);
+		pthread_mutex_unlock(&src->src_lock);
+		return (cs);
+	}
+	/* Changed or unreadable: build under the lock, so one worker builds
+	 * a given state and the others then find it published. */
+	if (rdok)
+		fresh = certset_build(src, files, &bad, why, sizeof(why));
+	if (fresh != NULL) {
+		certset_release(src->src_cur);
+		src->src_cur = fresh;
+		src->src_bad_valid = 0;
+		src->src_ok++;
+		log_msg(LOG_INFO, "cert_reloaded", "route %s: new certificate "
+		    "set %.16s (%s) in use for new connections",
+		    src->src_p.rc->name, fresh->cs_digest, fresh->cs_subject);
+	} else
+		note_bad(src, files, bad, why);
+	cs = src->src_cur;
+	atomic_fetch_add(&cs->cs_refs, 1);
+	pthread_mutex_unlock(&src->src_lock);
+	return (cs);
+}
+
+struct certset *
+certsrc_current(struct certsrc *src)
+{
+	struct certset *cs;
+
+	pthread_mutex_lock(&src->src_lock);
+	cs = src->src_cur;
+	atomic_fetch_add(&cs->cs_refs, 1);
+	pthread_mutex_unlock(&src->src_lock);
+	return (cs);
+}
+
+void
+certsrc_stats(struct certsrc *src, uint64_t *ok, uint64_t *err)
+{
+	pthread_mutex_lock(&src->src_lock);
+	*ok = src->src_ok;
+	*err = src->src_err;
+	pthread_mutex_unlock(&src->src_lock);
+}
+
+void
+certsrc_free(struct certsrc *src)
+{
+	if (src == NULL)
+		return;
+	certset_release(src->src_cur);
+	pthread_mutex_destroy(&src->src_lock);
+	free(src);
+}
+
+void
+certset_release(struct certset *cs)
+{
+	if (cs != NULL && atomic_fetch_sub(&cs->cs_refs, 1) == 1)
+		certset_free(cs);
+}
+
+WOLFSSL_CTX *
+certset_ctx(const struct certset *cs)
+{
+	return (cs->cs_ctx);
+}
+
+const char *
+certset_subject(const struct certset *cs)
+{
+	return (cs->cs_subject);
+}
+
+time_t
+certset_not_after(const struct certset *cs)
+{
+	return (cs->cs_not_after);
+}
+
+const char *
+certset_digest(const struct certset *cs)
+{
+	return (cs->cs_digest);
+}

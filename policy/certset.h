@@ -1,0 +1,74 @@
+/*
+ * certset.h: a route's certificate files, reread for every new connection.
+ *
+ * A certsrc belongs to one route and remembers the set in use.  For every
+ * new connection certsrc_acquire() reads ssl-ca, ssl-cert and ssl-key again:
+ * unchanged bytes reuse the TLS context already built; changed, valid bytes
+ * build and publish a new set for this and later connections; broken bytes
+ * keep the last good set and are logged once per distinct bad state.
+ * Sets are reference counted, so open connections keep theirs.
+ */
+#ifndef DMTLS_CERTSET_H
+#define DMTLS_CERTSET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+
+#include "../proxy/conf.h"
+
+struct certset;
+struct certsrc;
+
+/* What a TLS context needs besides the files. */
+struct certsrc_params {
+	const struct route_conf	*rc;		/* paths, kind; must outlive src */
+	VerifyCallback		 verify_cb;	/* installed on every context */
+	int			 tls_server;	/* build server contexts */
+};
+
+/*
+ * certsrc_new(params, err, errlen): read and validate the files once.
+ * Returns the source with a published set, or NULL with a message for
+ * people in err naming the flag, the file and what is wrong.
+ */
+struct certsrc *certsrc_new(const struct certsrc_params *, char *, size_t);
+
+/*
+ * certsrc_acquire(src): the set to use for a new connection, after rereading
+ * the files (unless the route disabled rereading).  Never NULL: when the
+ * files are broken it is the last good set.  The caller owns one reference.
+ */
+struct certset *certsrc_acquire(struct certsrc *);
+
+/* certsrc_current(src): like acquire, without rereading the files. */
+struct certset *certsrc_current(struct certsrc *);
+
+/* certsrc_stats(src, ok, err): sets published and broken states seen. */
+void certsrc_stats(struct certsrc *, uint64_t *, uint64_t *);
+
+/* certsrc_free(src): drop the source and its reference to the set. */
+void certsrc_free(struct certsrc *);
+
+/* certset_release(cs): drop one reference; frees the set on the last. */
+void certset_release(struct certset *);
+
+/* certset_ctx(cs): the wolfSSL context built from the set. */
+WOLFSSL_CTX *certset_ctx(const struct certset *);
+
+/* certset_subject(cs): "CN=dm" of ssl-cert's leaf, or "" without one. */
+const char *certset_subject(const struct certset *);
+
+/* certset_not_after(cs): not-after of ssl-cert's leaf (0 without one). */
+time_t certset_not_after(const struct certset *);
+
+/* certset_digest(cs): hex SHA-256 over the three files' bytes. */
+const char *certset_digest(const struct certset *);
+
+/* Bounds on what is read from disk. */
+#define CERTFILE_MAX	(1024 * 1024)
+
+#endif

@@ -1,0 +1,184 @@
+/*
+ * addr.c: address parsing, listeners and non-blocking connects.
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "addr.h"
+
+int
+addr_parse(const char *s, struct addr *a, char *err, size_t errlen)
+{
+	struct addrinfo hints, *res;
+	struct sockaddr_un *sun;
+	const char *port, *end;
+	char host[256];
+	size_t hl;
+	int rc;
+
+	memset(a, 0, sizeof(*a));
+	if (strncmp(s, "unix:", 5) == 0) {
+		sun = (struct sockaddr_un *)&a->a_ss;
+		if (s[5] == '\0' || strlen(s + 5) >= sizeof(sun->sun_path)) {
+			snprintf(err, errlen, "unix socket path is empty or "
+			    "longer than %zu bytes", sizeof(sun->sun_path) - 1);
+			return (-1);
+		}
+		sun->sun_family = AF_UNIX;
+		strcpy(sun->sun_path, s + 5);
+		a->a_len = sizeof(*sun);
+		a->a_unix = 1;
+		return (0);
+	}
+	if (s[0] == '[') {
+		if ((end = strchr(s, ']')) == NULL || end[1] != ':') {
+			snprintf(err, errlen, "expected [V6]:PORT");
+			return (-1);
+		}
+		hl = (size_t)(end - s - 1);
+		port = end + 2;
+		s++;
+	} else {
+		if ((port = strrchr(s, ':')) == NULL) {
+			snprintf(err, errlen, "expected HOST:PORT, [V6]:PORT "
+			    "or unix:/path");
+			return (-1);
+		}
+		hl = (size_t)(port - s);
+		port++;
+	}
+	if (hl == 0 || hl >= sizeof(host) || *port == '\0' ||
+	    strspn(port, "0123456789") != strlen(port) || atoi(port) > 65535) {
+		snprintf(err, errlen, "expected HOST:PORT with a port "
+		    "number 0-65535");
+		return (-1);
+	}
+	memcpy(host, s, hl);
+	host[hl] = '\0';
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0) {
+		snprintf(err, errlen, "cannot resolve %s: %s", host,
+		    gai_strerror(rc));
+		return (-1);
+	}
+	memcpy(&a->a_ss, res->ai_addr, res->ai_addrlen);
+	a->a_len = res->ai_addrlen;
+	freeaddrinfo(res);
+	snprintf(a->a_host, sizeof(a->a_host), "%s", host);
+	{
+		struct in6_addr tmp;
+		a->a_is_ip = inet_pton(AF_INET, host, &tmp) == 1 ||
+		    inet_pton(AF_INET6, host, &tmp) == 1;
+	}
+	return (0);
+}
+
+const char *
+addr_str(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen)
+{
+	char h[INET6_ADDRSTRLEN];
+	const struct sockaddr_in *sin;
+	const struct sockaddr_in6 *sin6;
+
+	(void)len;
+	switch (sa->sa_family) {
+	case AF_INET:
+		sin = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &sin->sin_addr, h, sizeof(h));
+		snprintf(buf, buflen, "%s:%u", h, ntohs(sin->sin_port));
+		break;
+	case AF_INET6:
+		sin6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &sin6->sin6_addr, h, sizeof(h));
+		snprintf(buf, buflen, "[%s]:%u", h, ntohs(sin6->sin6_port));
+		break;
+	case AF_UNIX:
+		snprintf(buf, buflen, "unix:%s",
+		    ((const struct sockaddr_un *)sa)->sun_path[0] ?
+		    ((const struct sockaddr_un *)sa)->sun_path : "@");
+		break;
+	default:
+		snprintf(buf, buflen, "?");
+	}
+	return (buf);
+}
+
+int
+addr_listen(const struct addr *a, int reuseport, char *err, size_t errlen)
+{
+	int fd, one = 1;
+
+	fd = socket(a->a_ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return (-1);
+	}
+	if (!a->a_unix) {
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (reuseport)
+			setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one,
+			    sizeof(one));
+	} else {
+		struct stat st;
+		const char *p = ((const struct sockaddr_un *)&a->a_ss)->sun_path;
+		/* Replace a stale socket file, never any other file. */
+		if (lstat(p, &st) == 0 && S_ISSOCK(st.st_mode))
+			unlink(p);
+	}
+	if (bind(fd, (const struct sockaddr *)&a->a_ss, a->a_len) == -1) {
+		snprintf(err, errlen, "%s", errno == EADDRINUSE ?
+		    "address already in use (another process listens there)" :
+		    strerror(errno));
+		close(fd);
+		return (-1);
+	}
+	if (listen(fd, 1024) == -1) {
+		snprintf(err, errlen, "listen: %s", strerror(errno));
+		close(fd);
+		return (-1);
+	}
+	return (fd);
+}
+
+int
+addr_connect(const struct addr *a)
+{
+	int fd, saved;
+
+	fd = socket(a->a_ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return (-1);
+	sock_tune(fd);
+	if (connect(fd, (const struct sockaddr *)&a->a_ss, a->a_len) == -1 &&
+	    errno != EINPROGRESS) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return (-1);
+	}
+	return (fd);
+}
+
+void
+sock_tune(int fd)
+{
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}

@@ -1,0 +1,42 @@
+/*
+ * addr.h: the address forms of DESIGN section 2 (HOST:PORT, [V6]:PORT,
+ * unix:/path), listening sockets and non-blocking connects.
+ */
+#ifndef DMTLS_ADDR_H
+#define DMTLS_ADDR_H
+
+#include <sys/socket.h>
+
+struct addr {
+	struct sockaddr_storage	a_ss;
+	socklen_t		a_len;
+	char			a_host[256];	/* host part as written, "" for unix */
+	int			a_is_ip;	/* host is a literal IP address */
+	int			a_unix;
+};
+
+/*
+ * addr_parse(s, a, err, errlen): parse and resolve s (blocking resolver,
+ * first address).  Returns 0, or -1 with a reason for people in err.
+ */
+int addr_parse(const char *, struct addr *, char *, size_t);
+
+/* addr_str(ss, len, buf, buflen): "1.2.3.4:5", "[::1]:5" or "unix:/p". */
+const char *addr_str(const struct sockaddr *, socklen_t, char *, size_t);
+
+/*
+ * addr_listen(a, reuseport, err, errlen): a non-blocking listening socket
+ * bound to a.  Returns the fd, or -1 with a reason in err.
+ */
+int addr_listen(const struct addr *, int, char *, size_t);
+
+/*
+ * addr_connect(a): start a non-blocking connect to a.  Returns the fd (the
+ * connect may still be in progress), or -1 with errno set.
+ */
+int addr_connect(const struct addr *);
+
+/* sock_tune(fd): TCP_NODELAY on TCP sockets; ignores errors. */
+void sock_tune(int);
+
+#endif

@@ -1,0 +1,340 @@
+/*
+ * cli.c: command-line routes.  Long options also work with one dash
+ * (`-ssl-ca`), as DM's Go flags do.
+ */
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../policy/certset.h"
+#include "../policy/policy.h"
+#include "cli.h"
+#include "conf.h"
+#include "log.h"
+#include "route.h"
+#include "util.h"
+#include "worker.h"
+
+enum {
+	O_LISTEN = 256, O_TARGET, O_CA, O_CERT, O_KEY, O_ALLOWED_CN,
+	O_SERVER_NAME, O_ALPN, O_STATUS, O_WORKERS, O_MAX_CONNS,
+	O_CONNECT_TO, O_HANDSHAKE_TO, O_IDLE_TO, O_CLOSE_TO, O_SHUTDOWN_TO,
+	O_LOG_LEVEL, O_LOG_FORMAT, O_NAME, O_NO_REREAD, O_HELP
+};
+
+static const struct option opts[] = {
+	{ "listen",		required_argument, NULL, O_LISTEN },
+	{ "target",		required_argument, NULL, O_TARGET },
+	{ "ssl-ca",		required_argument, NULL, O_CA },
+	{ "ssl-cert",		required_argument, NULL, O_CERT },
+	{ "ssl-key",		required_argument, NULL, O_KEY },
+	{ "cert-allowed-cn",	required_argument, NULL, O_ALLOWED_CN },
+	{ "server-name",	required_argument, NULL, O_SERVER_NAME },
+	{ "alpn",		required_argument, NULL, O_ALPN },
+	{ "status",		required_argument, NULL, O_STATUS },
+	{ "workers",		required_argument, NULL, O_WORKERS },
+	{ "max-conns",		required_argument, NULL, O_MAX_CONNS },
+	{ "connect-timeout",	required_argument, NULL, O_CONNECT_TO },
+	{ "handshake-timeout",	required_argument, NULL, O_HANDSHAKE_TO },
+	{ "idle-timeout",	required_argument, NULL, O_IDLE_TO },
+	{ "close-timeout",	required_argument, NULL, O_CLOSE_TO },
+	{ "shutdown-timeout",	required_argument, NULL, O_SHUTDOWN_TO },
+	{ "log-level",		required_argument, NULL, O_LOG_LEVEL },
+	{ "log-format",		required_argument, NULL, O_LOG_FORMAT },
+	{ "name",		required_argument, NULL, O_NAME },
+	{ "no-cert-reread",	no_argument,	   NULL, O_NO_REREAD },
+	{ "help",		no_argument,	   NULL, O_HELP },
+	{ NULL, 0, NULL, 0 }
+};
+
+static const char *cmd;		/* "dmtls server", for messages */
+
+static int
+usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int
+usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return (EXIT_USAGE);
+}
+
+static void
+usage(FILE *f, const char *kind)
+{
+	fprintf(f, "usage: dmtls %s --listen ADDR --target ADDR --ssl-ca FILE "
+	    "%s[--cert-allowed-cn CN]...%s [OPTIONS]\n", kind,
+	    strcmp(kind, "mysql") == 0 ? "[--ssl-cert FILE --ssl-key FILE] " :
+	    "--ssl-cert FILE --ssl-key FILE ",
+	    strcmp(kind, "server") == 0 ? "" : " [--server-name NAME]");
+	fprintf(f, "options: --alpn LIST --workers N --max-conns N "
+	    "--connect-timeout D --handshake-timeout D --idle-timeout D "
+	    "--close-timeout D --shutdown-timeout D --log-level L "
+	    "--log-format text|json --name NAME\n");
+}
+
+static int
+set_duration(const char *flag, const char *v, long *ms)
+{
+	if (parse_duration(v, ms) == -1)
+		return (usage_error("--%s %s: not a duration; write it like "
+		    "10s, 500ms or 2m", flag, v));
+	return (0);
+}
+
+/* Parse argv into rc and g.  0, or an exit status. */
+static int
+parse(int argc, char **argv, struct route_conf *rc, struct global_conf *g)
+{
+	long v;
+	int ch, rv, alpn_set = 0;
+
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long_only(argc, argv, ":", opts, NULL)) != -1) {
+		switch (ch) {
+		case O_LISTEN:	free(rc->listen); rc->listen = strdup(optarg);
+				break;
+		case O_TARGET:	free(rc->target); rc->target = strdup(optarg);
+				break;
+		case O_CA:	free(rc->sec.ssl_ca);
+				rc->sec.ssl_ca = strdup(optarg); break;
+		case O_CERT:	free(rc->sec.ssl_cert);
+				rc->sec.ssl_cert = strdup(optarg); break;
+		case O_KEY:	free(rc->sec.ssl_key);
+				rc->sec.ssl_key = strdup(optarg); break;
+		case O_ALLOWED_CN:
+			strlist_add_csv(&rc->sec.allowed_cn, optarg);
+			break;
+		case O_SERVER_NAME:
+			free(rc->sec.server_name);
+			rc->sec.server_name = strdup(optarg);
+			break;
+		case O_ALPN:
+			if (!alpn_set)
+				strlist_free(&rc->alpn);
+			alpn_set = 1;
+			strlist_add_csv(&rc->alpn, optarg);
+			break;
+		case O_STATUS:
+			return (usage_error("--status: the status listener "
+			    "is not available in this version"));
+		case O_WORKERS:
+			if (parse_long(optarg, 0, 256, &v) == -1)
+				return (usage_error("--workers %s: give a "
+				    "number from 0 (one per CPU) to 256",
+				    optarg));
+			g->workers = (int)v;
+			break;
+		case O_MAX_CONNS:
+			if (parse_long(optarg, 0, 1000000, &v) == -1)
+				return (usage_error("--max-conns %s: give a "
+				    "number from 0 (no limit) to 1000000",
+				    optarg));
+			rc->max_conns = v;
+			break;
+		case O_CONNECT_TO:
+			if ((rv = set_duration("connect-timeout", optarg,
+			    &rc->connect_timeout_ms)) != 0)
+				return (rv);
+			break;
+		case O_HANDSHAKE_TO:
+			if ((rv = set_duration("handshake-timeout", optarg,
+			    &rc->handshake_timeout_ms)) != 0)
+				return (rv);
+			break;
+		case O_IDLE_TO:
+			if ((rv = set_duration("idle-timeout", optarg,
+			    &rc->idle_timeout_ms)) != 0)
+				return (rv);
+			break;
+		case O_CLOSE_TO:
+			if ((rv = set_duration("close-timeout", optarg,
+			    &rc->close_timeout_ms)) != 0)
+				return (rv);
+			break;
+		case O_SHUTDOWN_TO:
+			if ((rv = set_duration("shutdown-timeout", optarg,
+			    &g->shutdown_timeout_ms)) != 0)
+				return (rv);
+			break;
+		case O_LOG_LEVEL:
+			if (log_setup(optarg, NULL) == -1)
+				return (usage_error("--log-level %s: use "
+				    "debug, info, warn or error", optarg));
+			break;
+		case O_LOG_FORMAT:
+			if (log_setup(NULL, optarg) == -1)
+				return (usage_error("--log-format %s: use "
+				    "text or json", optarg));
+			break;
+		case O_NAME:
+			free(rc->name);
+			rc->name = strdup(optarg);
+			break;
+		case O_NO_REREAD:
+			rc->reread = 0;
+			break;
+		case O_HELP:
+			usage(stdout, route_kind_name(rc->kind));
+			exit(0);
+		case ':':
+			return (usage_error("%s needs a value",
+			    argv[optind - 1]));
+		default:
+			return (usage_error("unknown option %s; see "
+			    "dmtls %s --help", argv[optind - 1],
+			    route_kind_name(rc->kind)));
+		}
+	}
+	if (optind < argc)
+		return (usage_error("unexpected argument %s", argv[optind]));
+	return (0);
+}
+
+/* Check that the flags a kind needs are there.  0 or an exit status. */
+static int
+validate(struct route_conf *rc)
+{
+	if (rc->listen == NULL)
+		return (usage_error("--listen is required (for example "
+		    "--listen 0.0.0.0:8261)"));
+	if (rc->target == NULL)
+		return (usage_error("--target is required (for example "
+		    "--target 127.0.0.1:18261)"));
+	if (rc->sec.ssl_ca == NULL)
+		return (usage_error("--ssl-ca is required: the CA file that "
+		    "signs the peer's certificate"));
+	if (rc->kind != ROUTE_MYSQL && (rc->sec.ssl_cert == NULL ||
+	    rc->sec.ssl_key == NULL))
+		return (usage_error("--ssl-cert and --ssl-key are required: "
+		    "the certificate and key this side presents"));
+	if ((rc->sec.ssl_cert == NULL) != (rc->sec.ssl_key == NULL))
+		return (usage_error("--ssl-cert and --ssl-key go together"));
+	if (rc->kind == ROUTE_SERVER && rc->sec.server_name != NULL)
+		return (usage_error("--server-name is for client and mysql "
+		    "routes; a server route checks the client with "
+		    "--cert-allowed-cn"));
+	if (rc->kind == ROUTE_MYSQL)
+		return (usage_error("mysql routes are not available in this "
+		    "version"));
+	if (rc->name == NULL)
+		rc->name = strdup(route_kind_name(rc->kind));
+	return (0);
+}
+
+static void
+print_summary(struct route_rt *rt)
+{
+	struct route_conf *rc = rt->rt_conf;
+	struct certset *cs = certsrc_current(rt->rt_certs);
+	char rules[512], when[32];
+	time_t na = certset_not_after(cs), now = time(NULL);
+	struct tm tm;
+	long days;
+
+	policy_describe(&rc->sec, rules, sizeof(rules));
+	printf("%s: %s listen=%s target=%s identity=\"%s\"", rc->name,
+	    route_kind_name(rc->kind), rc->listen, rc->target, rules);
+	if (certset_subject(cs)[0] != '\0') {
+		gmtime_r(&na, &tm);
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		days = (long)((na - now) / 86400);
+		printf(" cert=\"%s\" not_after=%s days_left=%ld",
+		    certset_subject(cs), when, days);
+		if (na < now)
+			printf(" (EXPIRED)");
+	}
+	printf("\n");
+	if (certset_subject(cs)[0] != '\0' && na - now < 30 * 86400)
+		printf("warning: %s: ssl-cert %s expires within 30 days\n",
+		    rc->name, rc->sec.ssl_cert);
+	if (policy_empty(&rc->sec))
+		printf("warning: %s: accepts any certificate signed by %s; "
+		    "set --cert-allowed-cn to limit it\n", rc->name,
+		    rc->sec.ssl_ca);
+	certset_release(cs);
+}
+
+int
+cli_route(int argc, char **argv, int check)
+{
+	static char cmdbuf[64];
+	struct route_conf rc;
+	struct daemon d;
+	struct worker *workers = NULL;
+	struct route_rt *rt = NULL;
+	char err[1024];
+	int rv;
+	enum route_kind kind;
+
+	if (strcmp(argv[0], "server") == 0)
+		kind = ROUTE_SERVER;
+	else if (strcmp(argv[0], "client") == 0)
+		kind = ROUTE_CLIENT;
+	else if (strcmp(argv[0], "mysql") == 0)
+		kind = ROUTE_MYSQL;
+	else {
+		fprintf(stderr, "dmtls: unknown route kind %s; use server, "
+		    "client or mysql\n", argv[0]);
+		return (EXIT_USAGE);
+	}
+	snprintf(cmdbuf, sizeof(cmdbuf), "dmtls %s%s", check ? "check " : "",
+	    argv[0]);
+	cmd = cmdbuf;
+	route_conf_init(&rc, kind);
+	strlist_add(&rc.alpn, "h2");
+	strlist_add(&rc.alpn, "http/1.1");
+	memset(&d, 0, sizeof(d));
+	d.d_g.shutdown_timeout_ms = DEF_SHUTDOWN_TIMEOUT_MS;
+	if ((rv = parse(argc, argv, &rc, &d.d_g)) != 0 ||
+	    (rv = validate(&rc)) != 0)
+		goto out;
+
+	wolfSSL_Init();
+	if ((rt = route_new(&d, &rc, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "%s: %s\n", cmd, err);
+		rv = check ? EXIT_RUNTIME : EXIT_USAGE;
+		goto out;
+	}
+	if (check) {
+		print_summary(rt);
+		rv = 0;
+		goto out;
+	}
+	d.d_nworkers = d.d_g.workers > 0 ? d.d_g.workers :
+	    (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (d.d_nworkers < 1)
+		d.d_nworkers = 1;
+	if (route_bind(rt, d.d_nworkers, err, sizeof(err)) == -1) {
+		fprintf(stderr, "%s: %s\n", cmd, err);
+		rv = EXIT_USAGE;
+		goto out;
+	}
+	if (policy_empty(&rc.sec))
+		log_msg(LOG_WARN, "open_policy", "route %s accepts any "
+		    "certificate signed by %s; set --cert-allowed-cn to limit "
+		    "who may connect", rc.name, rc.sec.ssl_ca);
+	workers = calloc((size_t)d.d_nworkers, sizeof(*workers));
+	d.d_workers = workers;
+	d.d_routes = &rt;
+	d.d_nroutes = 1;
+	log_msg(LOG_INFO, "start", "route %s: %s %s -> %s", rc.name,
+	    route_kind_name(kind), rc.listen, rc.target);
+	rv = daemon_run(&d);
+out:
+	route_free(rt);
+	free(workers);
+	route_conf_free(&rc);
+	return (rv);
+}

@@ -1,0 +1,19 @@
+/*
+ * cli.h: the route commands of DESIGN section 5 (`dmtls server|client|mysql`
+ * and `dmtls check server|client|mysql`).
+ */
+#ifndef DMTLS_CLI_H
+#define DMTLS_CLI_H
+
+/* Exit statuses. */
+#define EXIT_RUNTIME	1
+#define EXIT_USAGE	2
+
+/*
+ * cli_route(argc, argv, check): argv[0] is the kind.  Runs the route until
+ * it is stopped, or with check set validates it and prints a summary.
+ * Returns the process exit status.
+ */
+int cli_route(int, char **, int);
+
+#endif

@@ -1,0 +1,420 @@
+/*
+ * conn.c: the life of one connection: accept, handshake, connect, relay,
+ * timers, and the one teardown path.
+ */
+#include <sys/socket.h>
+
+#include <assert.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../policy/certset.h"
+#include "../policy/policy.h"
+#include "addr.h"
+#include "conn.h"
+#include "log.h"
+#include "route.h"
+#include "util.h"
+#include "worker.h"
+
+static void conn_step(struct conn *);
+static void ep_cb(evutil_socket_t, short, void *);
+
+static const char *state_names[] = {
+	"new", "handshake", "connecting", "relay", "closed"
+};
+
+static void
+conn_set_state(struct conn *c, enum conn_state st)
+{
+	if (log_enabled(LOG_DEBUG))
+		log_msg(LOG_DEBUG, "state", "%s %s: %s -> %s",
+		    c->c_route->rt_conf->name, c->c_peer,
+		    state_names[c->c_state], state_names[st]);
+	c->c_state = st;
+	c->c_phase_ms = now_ms();
+}
+
+/* The endpoint that speaks TLS: the accepted side on server routes. */
+static struct endpoint *
+tls_side(struct conn *c)
+{
+	return (&c->c_ep[c->c_route->rt_conf->kind == ROUTE_SERVER ? 0 : 1]);
+}
+
+/* Put the endpoint's event in the base with exactly the flags wanted. */
+static void
+ep_arm(struct conn *c, struct endpoint *ep, short want)
+{
+	if (ep->ep_fd == -1 || want == ep->ep_armed)
+		return;
+	if (ep->ep_armed)
+		event_del(&ep->ep_ev);
+	ep->ep_armed = want;
+	if (want == 0)
+		return;
+	event_assign(&ep->ep_ev, c->c_worker->w_base, ep->ep_fd,
+	    want | EV_PERSIST, ep_cb, ep);
+	event_add(&ep->ep_ev, NULL);
+}
+
+static void
+ep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct endpoint *ep = arg;
+	struct conn *c = ep->ep_conn;
+
+	(void)fd;
+	assert(c->c_magic == CONN_MAGIC);
+	/* A wait is over when the event it waits for fired. */
+	if (ep->ep_rd_wait & what)
+		ep->ep_rd_wait = 0;
+	if (ep->ep_wr_wait & what)
+		ep->ep_wr_wait = 0;
+	conn_step(c);
+}
+
+/* Deadline of the current phase, in now_ms() time; 0 = none. */
+static int64_t
+conn_deadline(const struct conn *c)
+{
+	const struct route_conf *rc = c->c_route->rt_conf;
+	int64_t d = 0, t;
+
+	switch (c->c_state) {
+	case CS_HANDSHAKE:
+		/* Absolute: trickled bytes do not extend it. */
+		return (c->c_phase_ms + rc->handshake_timeout_ms);
+	case CS_CONNECTING:
+		return (c->c_phase_ms + rc->connect_timeout_ms);
+	case CS_RELAY:
+		if (rc->idle_timeout_ms > 0)
+			d = c->c_io_ms + rc->idle_timeout_ms;
+		if (c->c_halfclosed_ms != 0) {
+			t = (c->c_io_ms > c->c_halfclosed_ms ? c->c_io_ms :
+			    c->c_halfclosed_ms) + rc->close_timeout_ms;
+			if (d == 0 || t < d)
+				d = t;
+		}
+		return (d);
+	default:
+		return (0);
+	}
+}
+
+/*
+ * Make sure the timer fires no later than the phase's deadline.  A timer
+ * that fires early (traffic moved the deadline) just sleeps again, so the
+ * data path never touches the timer heap.
+ */
+static void
+conn_timer_update(struct conn *c)
+{
+	struct timeval tv;
+	int64_t d, left;
+
+	if ((d = conn_deadline(c)) == 0) {
+		if (c->c_timer_at != 0)
+			event_del(&c->c_timer);
+		c->c_timer_at = 0;
+		return;
+	}
+	if (c->c_timer_at != 0 && c->c_timer_at <= d)
+		return;
+	left = d - now_ms();
+	if (left < 0)
+		left = 0;
+	tv.tv_sec = left / 1000;
+	tv.tv_usec = (left % 1000) * 1000;
+	event_add(&c->c_timer, &tv);
+	c->c_timer_at = d;
+}
+
+static void
+timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	int64_t d;
+
+	(void)fd;
+	(void)what;
+	assert(c->c_magic == CONN_MAGIC);
+	c->c_timer_at = 0;
+	d = conn_deadline(c);
+	if (d == 0)
+		return;
+	if (now_ms() < d) {
+		/* Traffic moved the deadline: sleep until the new one. */
+		conn_timer_update(c);
+		return;
+	}
+	switch (c->c_state) {
+	case CS_HANDSHAKE:
+		conn_fail(c, "failed", "handshake timeout after %ldms",
+		    c->c_route->rt_conf->handshake_timeout_ms);
+		break;
+	case CS_CONNECTING:
+		conn_fail(c, NULL, "connect to %s timed out after %ldms",
+		    c->c_route->rt_conf->target,
+		    c->c_route->rt_conf->connect_timeout_ms);
+		break;
+	default:
+		conn_close(c, c->c_halfclosed_ms ? "close timeout" :
+		    "idle timeout");
+	}
+}
+
+void
+conn_accept(struct worker *w, struct route_rt *rt, int fd,
+    const struct sockaddr *sa, socklen_t salen)
+{
+	struct conn *c;
+	int i;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		close(fd);
+		route_conn_done(rt);
+		return;
+	}
+	c->c_magic = CONN_MAGIC;
+	c->c_route = rt;
+	c->c_worker = w;
+	c->c_result = "allowed";
+	for (i = 0; i < 2; i++) {
+		c->c_ep[i].ep_conn = c;
+		c->c_ep[i].ep_fd = -1;
+		event_assign(&c->c_ep[i].ep_ev, w->w_base, -1, 0, ep_cb,
+		    &c->c_ep[i]);
+	}
+	c->c_up.h_src = &c->c_ep[0];
+	c->c_up.h_dst = &c->c_ep[1];
+	c->c_down.h_src = &c->c_ep[1];
+	c->c_down.h_dst = &c->c_ep[0];
+	evtimer_assign(&c->c_timer, w->w_base, timer_cb, c);
+	c->c_start_ms = c->c_io_ms = now_ms();
+	addr_str(sa, salen, c->c_peer, sizeof(c->c_peer));
+	worker_conn_add(w, c);
+
+	c->c_ep[0].ep_fd = fd;
+	sock_tune(fd);
+	/* Reread the certificate files: this connection uses what is on
+	 * disk now (or the last good set when the files are broken). */
+	c->c_cs = certsrc_acquire(rt->rt_certs);
+
+	if (rt->rt_conf->kind == ROUTE_SERVER) {
+		if (tls_setup(c, &c->c_ep[0]) == -1) {
+			conn_fail(c, "failed", "cannot create a TLS session");
+			return;
+		}
+		conn_set_state(c, CS_HANDSHAKE);
+	} else
+		conn_set_state(c, CS_CONNECTING);
+	conn_step(c);
+}
+
+/* Start or finish the connect to the target.  1 done, 0 waiting, -1 failed. */
+static int
+conn_connect(struct conn *c)
+{
+	struct endpoint *ep = &c->c_ep[1];
+	socklen_t len = sizeof(int);
+	int err = 0;
+
+	if (ep->ep_fd == -1) {
+		ep->ep_fd = addr_connect(&c->c_route->rt_target);
+		if (ep->ep_fd == -1) {
+			conn_fail(c, NULL, "connect to %s: %s",
+			    c->c_route->rt_conf->target, strerror(errno));
+			return (-1);
+		}
+		ep->ep_wr_wait = EV_WRITE;
+		return (0);
+	}
+	if (ep->ep_wr_wait)
+		return (0);
+	if (getsockopt(ep->ep_fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		err = errno;
+	if (err != 0) {
+		conn_fail(c, NULL, "connect to %s: %s",
+		    c->c_route->rt_conf->target, strerror(err));
+		return (-1);
+	}
+	return (1);
+}
+
+/* Arm both endpoints for what the current state waits for. */
+static void
+conn_arm(struct conn *c)
+{
+	int i;
+	short want;
+
+	for (i = 0; i < 2; i++) {
+		struct endpoint *ep = &c->c_ep[i];
+
+		switch (c->c_state) {
+		case CS_HANDSHAKE:
+		case CS_CONNECTING:
+			want = ep->ep_rd_wait | ep->ep_wr_wait;
+			break;
+		case CS_RELAY:
+			want = relay_interest(c, ep);
+			break;
+		default:
+			want = 0;
+		}
+		ep_arm(c, ep, want);
+	}
+}
+
+/* Advance the state machine as far as it goes without blocking. */
+static void
+conn_step(struct conn *c)
+{
+	enum conn_state before;
+	int r;
+
+	do {
+		before = c->c_state;
+		switch (c->c_state) {
+		case CS_HANDSHAKE:
+			r = tls_handshake(c, tls_side(c));
+			if (r == -1)
+				return;		/* closed */
+			if (r == 0)
+				break;
+			conn_set_state(c, c->c_route->rt_conf->kind ==
+			    ROUTE_SERVER ? CS_CONNECTING : CS_RELAY);
+			break;
+		case CS_CONNECTING:
+			r = conn_connect(c);
+			if (r == -1)
+				return;
+			if (r == 0)
+				break;
+			if (c->c_route->rt_conf->kind == ROUTE_SERVER) {
+				conn_set_state(c, CS_RELAY);
+				break;
+			}
+			if (tls_setup(c, &c->c_ep[1]) == -1) {
+				conn_fail(c, "failed", "cannot create a TLS "
+				    "session");
+				return;
+			}
+			conn_set_state(c, CS_HANDSHAKE);
+			break;
+		case CS_RELAY:
+			c->c_io_ms = now_ms();
+			if (relay_pump(c) == -1)
+				return;		/* closed */
+			if (c->c_up.h_done && c->c_down.h_done) {
+				conn_close(c, "eof");
+				return;
+			}
+			if ((c->c_up.h_done || c->c_down.h_done) &&
+			    c->c_halfclosed_ms == 0)
+				c->c_halfclosed_ms = now_ms();
+			break;
+		default:
+			return;
+		}
+	} while (c->c_state != before);
+	conn_arm(c);
+	conn_timer_update(c);
+}
+
+void
+conn_fail(struct conn *c, const char *result, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (result != NULL)
+		c->c_result = result;
+	else
+		c->c_result = "failed";
+	va_start(ap, fmt);
+	vsnprintf(c->c_reason, sizeof(c->c_reason), fmt, ap);
+	va_end(ap);
+	conn_close(c, NULL);
+}
+
+static void
+conn_log(struct conn *c)
+{
+	struct route_conf *rc = c->c_route->rt_conf;
+	struct logline l;
+	const char *ev = "close";
+	enum log_level lv = LOG_INFO;
+
+	if (strcmp(c->c_result, "denied") == 0) {
+		ev = "denied";
+		lv = LOG_WARN;
+	} else if (strcmp(c->c_result, "failed") == 0) {
+		ev = c->c_state == CS_HANDSHAKE ? "handshake_failed" :
+		    "conn_failed";
+		lv = LOG_WARN;
+	}
+	log_begin(&l, lv, ev);
+	log_str(&l, "route", rc->name);
+	log_str(&l, "peer", c->c_peer);
+	log_str(&l, "cn", c->c_cn[0] ? c->c_cn : NULL);
+	if (ev[0] == 'd') {
+		char rules[512];
+		log_str(&l, "sans", c->c_sans);
+		policy_describe(&rc->sec, rules, sizeof(rules));
+		log_str(&l, "allowed", rules);
+	}
+	tls_log_fields(c, &l);
+	log_int(&l, "bytes_in", (int64_t)c->c_up.h_bytes);
+	log_int(&l, "bytes_out", (int64_t)c->c_down.h_bytes);
+	log_int(&l, "dur_ms", now_ms() - c->c_start_ms);
+	log_str(&l, "reason", c->c_reason);
+	log_end(&l);
+}
+
+void
+conn_close(struct conn *c, const char *reason)
+{
+	struct route_rt *rt = c->c_route;
+	struct route_stats *st = &rt->rt_stats;
+	int i;
+
+	assert(c->c_magic == CONN_MAGIC);
+	if (reason != NULL)
+		snprintf(c->c_reason, sizeof(c->c_reason), "%s", reason);
+	if (c->c_reason[0] == '\0')
+		snprintf(c->c_reason, sizeof(c->c_reason), "closed");
+	conn_log(c);
+	if (strcmp(c->c_result, "denied") == 0)
+		atomic_fetch_add(&st->rs_denied, 1);
+	else if (strcmp(c->c_result, "failed") == 0)
+		atomic_fetch_add(&st->rs_failed, 1);
+	else
+		atomic_fetch_add(&st->rs_allowed, 1);
+	atomic_fetch_add(&st->rs_bytes_in, c->c_up.h_bytes);
+	atomic_fetch_add(&st->rs_bytes_out, c->c_down.h_bytes);
+
+	event_del(&c->c_timer);
+	for (i = 0; i < 2; i++) {
+		struct endpoint *ep = &c->c_ep[i];
+
+		if (ep->ep_armed)
+			event_del(&ep->ep_ev);
+		if (ep->ep_ssl != NULL)
+			wolfSSL_free(ep->ep_ssl);
+		if (ep->ep_fd != -1)
+			close(ep->ep_fd);
+	}
+	relay_buf_put(c->c_up.h_buf);
+	relay_buf_put(c->c_down.h_buf);
+	certset_release(c->c_cs);
+	worker_conn_del(c->c_worker, c);
+	c->c_magic = 0;
+	c->c_state = CS_CLOSED;
+	free(c);
+	route_conn_done(rt);
+}

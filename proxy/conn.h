@@ -1,0 +1,118 @@
+/*
+ * conn.h: one proxied connection: two endpoints, two direction halves, one
+ * explicit state and one way out (conn_close).
+ *
+ * Endpoint 0 is the side dmtls accepted; endpoint 1 is the side it dialled.
+ * On a server route endpoint 0 speaks TLS, on a client route endpoint 1 does.
+ * The "up" half carries bytes from endpoint 0 to endpoint 1, "down" the rest.
+ */
+#ifndef DMTLS_CONN_H
+#define DMTLS_CONN_H
+
+#include <sys/queue.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+
+struct route_rt;
+struct worker;
+struct certset;
+
+#define CONN_MAGIC	0x636f6e6eU	/* "conn" */
+#define RELAY_BUFSZ	16384		/* one TLS record of plaintext */
+
+enum conn_state {
+	CS_NEW = 0,
+	CS_HANDSHAKE,		/* TLS handshake with the TLS side */
+	CS_CONNECTING,		/* TCP connect to the target */
+	CS_RELAY,		/* bytes flow both ways */
+	CS_CLOSED
+};
+
+struct endpoint {
+	struct conn	*ep_conn;
+	int		 ep_fd;
+	WOLFSSL		*ep_ssl;	/* NULL on the plaintext side */
+	struct event	 ep_ev;
+	short		 ep_armed;	/* EV_READ|EV_WRITE in the event base */
+	short		 ep_rd_wait;	/* a read is blocked until this fires */
+	short		 ep_wr_wait;	/* a write is blocked until this fires */
+	unsigned	 ep_rd_eof:1;	/* the peer ended its sending side */
+	unsigned	 ep_closed_notify:1; /* ... with a TLS close_notify */
+};
+
+struct half {
+	struct endpoint	*h_src;
+	struct endpoint	*h_dst;
+	uint8_t		*h_buf;		/* NULL while empty: memory on demand */
+	size_t		 h_off;
+	size_t		 h_len;
+	uint64_t	 h_bytes;
+	unsigned	 h_done:1;	/* EOF passed on to h_dst */
+};
+
+struct conn {
+	uint32_t		 c_magic;
+	enum conn_state		 c_state;
+	struct route_rt		*c_route;
+	struct worker		*c_worker;
+	struct endpoint		 c_ep[2];
+	struct half		 c_up;
+	struct half		 c_down;
+	struct certset		*c_cs;
+	struct event		 c_timer;
+	int64_t			 c_start_ms;
+	int64_t			 c_phase_ms;	/* when this state began */
+	int64_t			 c_io_ms;	/* last byte moved */
+	int64_t			 c_halfclosed_ms; /* 0 until one half is done */
+	int64_t			 c_timer_at;	/* when c_timer fires, 0 = idle */
+	char			 c_peer[64];
+	char			 c_cn[256];
+	char			 c_sans[256];
+	char			 c_reason[200];
+	const char		*c_result;	/* "allowed", "denied", "failed" */
+	TAILQ_ENTRY(conn)	 c_entry;
+};
+
+/* conn_accept(w, rt, fd, sa, salen): take over an accepted socket. */
+void conn_accept(struct worker *, struct route_rt *, int,
+    const struct sockaddr *, socklen_t);
+
+/*
+ * conn_close(c, reason): the one teardown: logs the end of the connection,
+ * frees whatever exists (safe on a half-built connection) and releases the
+ * route's slot.  reason NULL keeps a reason already recorded.
+ */
+void conn_close(struct conn *, const char *);
+
+/* conn_fail(c, result, fmt, ...): record why, then conn_close(). */
+void conn_fail(struct conn *, const char *, const char *, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* relay_pump(c): move bytes both ways until every side would block. */
+int relay_pump(struct conn *);
+
+/* relay_interest(c, ep): the events endpoint ep waits for while relaying. */
+short relay_interest(const struct conn *, const struct endpoint *);
+
+/* relay_buf_get/put: per-thread pool of RELAY_BUFSZ buffers. */
+uint8_t *relay_buf_get(void);
+void relay_buf_put(uint8_t *);
+
+/* tls_verify_cb: the identity policy inside the handshake (certset). */
+int tls_verify_cb(int, WOLFSSL_X509_STORE_CTX *);
+
+/* tls_setup(c, ep): a WOLFSSL for ep from c's set: ALPN, SNI, hostname. */
+int tls_setup(struct conn *, struct endpoint *);
+
+/* tls_handshake(c, ep): 1 done, 0 in progress (waits set), -1 failed. */
+int tls_handshake(struct conn *, struct endpoint *);
+
+/* tls_describe_end(c, l): TLS fields for the connection's log line. */
+struct logline;
+void tls_log_fields(const struct conn *, struct logline *);
+
+#endif

@@ -1,0 +1,57 @@
+/*
+ * main.c: dmtls, a TLS sidecar for TiDB Data Migration.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+
+#include "cli.h"
+#include "version.h"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: dmtls server --listen ADDR --target ADDR --ssl-ca F "
+	    "--ssl-cert F --ssl-key F [--cert-allowed-cn CN]... [OPTIONS]\n"
+	    "       dmtls client --listen ADDR --target ADDR --ssl-ca F "
+	    "--ssl-cert F --ssl-key F [--cert-allowed-cn CN]... "
+	    "[--server-name NAME] [OPTIONS]\n"
+	    "       dmtls check server|client ROUTE-FLAGS\n"
+	    "       dmtls version\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return (EXIT_USAGE);
+	}
+	if (strcmp(argv[1], "version") == 0 ||
+	    strcmp(argv[1], "--version") == 0) {
+		version_print(stdout);
+		return (0);
+	}
+	if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "-h") == 0) {
+		usage(stdout);
+		return (0);
+	}
+	if (strcmp(argv[1], "check") == 0) {
+		if (argc < 3) {
+			fprintf(stderr, "dmtls check: name a route kind: "
+			    "dmtls check server|client ROUTE-FLAGS\n");
+			return (EXIT_USAGE);
+		}
+		return (cli_route(argc - 2, argv + 2, 1));
+	}
+	if (strcmp(argv[1], "server") == 0 || strcmp(argv[1], "client") == 0 ||
+	    strcmp(argv[1], "mysql") == 0)
+		return (cli_route(argc - 1, argv + 1, 0));
+	fprintf(stderr, "dmtls: unknown command %s\n", argv[1]);
+	usage(stderr);
+	return (EXIT_USAGE);
+}

@@ -1,0 +1,262 @@
+/*
+ * relay.c: moving bytes between the two endpoints of a connection, with
+ * bounded buffers, backpressure and half-close in both directions.
+ *
+ * Each direction ("half") holds at most one buffer of RELAY_BUFSZ bytes and
+ * reads from its source only when that buffer is empty, so a side that
+ * cannot take more stops the other side being read (backpressure), and a
+ * TLS write that would block is retried with the same bytes, as wolfSSL
+ * requires.  Buffers come from a per-thread pool and go back as soon as they
+ * are empty: an idle connection holds none.
+ */
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conn.h"
+
+#include <wolfssl/error-ssl.h>
+
+#define POOL_MAX	64
+
+static __thread uint8_t *pool[POOL_MAX];
+static __thread int pool_n;
+
+uint8_t *
+relay_buf_get(void)
+{
+	if (pool_n > 0)
+		return (pool[--pool_n]);
+	return (malloc(RELAY_BUFSZ));
+}
+
+void
+relay_buf_put(uint8_t *b)
+{
+	if (b == NULL)
+		return;
+	if (pool_n < POOL_MAX)
+		pool[pool_n++] = b;
+	else
+		free(b);
+}
+
+/* Result of one I/O attempt on an endpoint. */
+enum io { IO_OK, IO_EOF, IO_WAIT, IO_ERR };
+
+/* Translate a wolfSSL result into a wait, EOF or error. */
+static enum io
+tls_result(struct endpoint *ep, int ret, short *wait, int *err)
+{
+	int e = wolfSSL_get_error(ep->ep_ssl, ret);
+
+	switch (e) {
+	case WOLFSSL_ERROR_WANT_READ:
+		*wait = EV_READ;
+		return (IO_WAIT);
+	case WOLFSSL_ERROR_WANT_WRITE:
+		*wait = EV_WRITE;
+		return (IO_WAIT);
+	case WOLFSSL_ERROR_ZERO_RETURN:
+		ep->ep_closed_notify = 1;
+		return (IO_EOF);
+	case SOCKET_PEER_CLOSED_E:
+		return (IO_EOF);	/* TCP FIN without close_notify */
+	default:
+		*err = e;
+		return (IO_ERR);
+	}
+}
+
+static enum io
+ep_read(struct endpoint *ep, uint8_t *buf, size_t len, size_t *got, int *err)
+{
+	ssize_t n;
+
+	if (ep->ep_ssl != NULL) {
+		n = wolfSSL_read(ep->ep_ssl, buf, (int)len);
+		if (n > 0) {
+			*got = (size_t)n;
+			return (IO_OK);
+		}
+		return (tls_result(ep, (int)n, &ep->ep_rd_wait, err));
+	}
+	n = recv(ep->ep_fd, buf, len, 0);
+	if (n > 0) {
+		*got = (size_t)n;
+		return (IO_OK);
+	}
+	if (n == 0)
+		return (IO_EOF);
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+		ep->ep_rd_wait = EV_READ;
+		return (IO_WAIT);
+	}
+	*err = errno;
+	return (IO_ERR);
+}
+
+static enum io
+ep_write(struct endpoint *ep, const uint8_t *buf, size_t len, size_t *put,
+    int *err)
+{
+	ssize_t n;
+
+	if (ep->ep_ssl != NULL) {
+		n = wolfSSL_write(ep->ep_ssl, buf, (int)len);
+		if (n > 0) {
+			*put = (size_t)n;
+			return (IO_OK);
+		}
+		return (tls_result(ep, (int)n, &ep->ep_wr_wait, err));
+	}
+	n = send(ep->ep_fd, buf, len, MSG_NOSIGNAL);
+	if (n >= 0) {
+		*put = (size_t)n;
+		return (IO_OK);
+	}
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+		ep->ep_wr_wait = EV_WRITE;
+		return (IO_WAIT);
+	}
+	*err = errno;
+	return (IO_ERR);
+}
+
+/*
+ * End our sending side of ep: TLS close_notify, then TCP FIN.  The other
+ * direction keeps flowing.
+ */
+static enum io
+ep_shutdown(struct endpoint *ep, int *err)
+{
+	int r;
+
+	if (ep->ep_ssl != NULL) {
+		r = wolfSSL_shutdown(ep->ep_ssl);
+		if (r != WOLFSSL_SUCCESS && r != WOLFSSL_SHUTDOWN_NOT_DONE) {
+			enum io io = tls_result(ep, r, &ep->ep_wr_wait, err);
+			if (io == IO_WAIT)
+				return (IO_WAIT);
+			/* The peer is gone already: nothing more to say. */
+		}
+	}
+	shutdown(ep->ep_fd, SHUT_WR);
+	return (IO_OK);
+}
+
+static const char *
+io_errstr(const struct endpoint *ep, int err)
+{
+	static __thread char buf[96];
+
+	if (ep->ep_ssl != NULL) {
+		wolfSSL_ERR_error_string_n((unsigned long)err, buf,
+		    sizeof(buf));
+		return (buf);
+	}
+	return (strerror(err));
+}
+
+/*
+ * Move what can be moved in one direction.  Returns 1 when something
+ * happened, 0 when everything is blocked, -1 when the connection was closed.
+ */
+static int
+half_pump(struct conn *c, struct half *h, const char *side)
+{
+	struct endpoint *src = h->h_src, *dst = h->h_dst;
+	size_t n;
+	int err = 0, moved = 0;
+	enum io io;
+
+	if (h->h_len > h->h_off && dst->ep_wr_wait == 0) {
+		io = ep_write(dst, h->h_buf + h->h_off, h->h_len - h->h_off,
+		    &n, &err);
+		if (io == IO_ERR || io == IO_EOF) {
+			conn_fail(c, "allowed", "write to %s: %s", side,
+			    io_errstr(dst, err));
+			return (-1);
+		}
+		if (io == IO_OK) {
+			h->h_off += n;
+			moved = 1;
+			if (h->h_off == h->h_len) {
+				relay_buf_put(h->h_buf);
+				h->h_buf = NULL;
+				h->h_off = h->h_len = 0;
+			}
+		}
+	}
+	if (h->h_len == 0 && !src->ep_rd_eof && src->ep_rd_wait == 0) {
+		if (h->h_buf == NULL && (h->h_buf = relay_buf_get()) == NULL) {
+			conn_fail(c, "allowed", "out of memory");
+			return (-1);
+		}
+		io = ep_read(src, h->h_buf, RELAY_BUFSZ, &n, &err);
+		switch (io) {
+		case IO_OK:
+			h->h_len = n;
+			h->h_bytes += n;
+			moved = 1;
+			break;
+		case IO_EOF:
+			src->ep_rd_eof = 1;
+			moved = 1;
+			break;
+		case IO_ERR:
+			conn_fail(c, "allowed", "read from %s: %s",
+			    side[0] == 't' ? "client" : "target",
+			    io_errstr(src, err));
+			return (-1);
+		case IO_WAIT:
+			break;
+		}
+		if (h->h_len == 0) {
+			relay_buf_put(h->h_buf);
+			h->h_buf = NULL;
+		}
+	}
+	if (src->ep_rd_eof && h->h_len == 0 && !h->h_done &&
+	    dst->ep_wr_wait == 0) {
+		io = ep_shutdown(dst, &err);
+		if (io == IO_OK) {
+			h->h_done = 1;
+			moved = 1;
+		}
+	}
+	return (moved);
+}
+
+int
+relay_pump(struct conn *c)
+{
+	int up, down;
+
+	do {
+		if ((up = half_pump(c, &c->c_up, "target")) == -1)
+			return (-1);
+		if ((down = half_pump(c, &c->c_down, "client")) == -1)
+			return (-1);
+	} while (up || down);
+	return (0);
+}
+
+short
+relay_interest(const struct conn *c, const struct endpoint *ep)
+{
+	const struct half *in = ep == c->c_up.h_src ? &c->c_up : &c->c_down;
+	const struct half *out = ep == c->c_up.h_dst ? &c->c_up : &c->c_down;
+	short want = 0;
+
+	/* Reading: while the half it feeds has room and no EOF yet. */
+	if (!ep->ep_rd_eof && in->h_len == 0)
+		want |= ep->ep_rd_wait;
+	/* Writing: while bytes or the EOF are waiting to go out. */
+	if (out->h_len > out->h_off || (out->h_src->ep_rd_eof && !out->h_done))
+		want |= ep->ep_wr_wait;
+	return (want);
+}

@@ -1,0 +1,237 @@
+/*
+ * route.c: a route's listeners and the accounting of its open connections.
+ *
+ * Every worker has its own listening socket (SO_REUSEPORT), so the kernel
+ * spreads new connections over the workers.  --max-conns counts a route's
+ * connections in the whole process: when it is reached every worker stops
+ * accepting, and extra clients wait in the kernel backlog until a
+ * connection ends.
+ */
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../policy/certset.h"
+#include "../policy/policy.h"
+#include "conn.h"
+#include "log.h"
+#include "route.h"
+#include "worker.h"
+
+#define EMFILE_BACKOFF_MS	100
+
+struct route_rt *
+route_new(struct daemon *d, struct route_conf *rc, char *err, size_t errlen)
+{
+	struct certsrc_params p;
+	struct route_rt *rt;
+	char why[256];
+
+	if ((rt = calloc(1, sizeof(*rt))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return (NULL);
+	}
+	rt->rt_conf = rc;
+	rt->rt_d = d;
+	rt->rt_shared_fd = -1;
+	if (addr_parse(rc->listen, &rt->rt_listen, why, sizeof(why)) == -1) {
+		snprintf(err, errlen, "--listen %s: %s", rc->listen, why);
+		goto fail;
+	}
+	if (addr_parse(rc->target, &rt->rt_target, why, sizeof(why)) == -1) {
+		snprintf(err, errlen, "--target %s: %s", rc->target, why);
+		goto fail;
+	}
+	if (rc->kind != ROUTE_SERVER) {
+		const char *sni = rc->sec.server_name ? rc->sec.server_name :
+		    (rt->rt_target.a_is_ip || rt->rt_target.a_unix ? "" :
+		    rt->rt_target.a_host);
+		snprintf(rt->rt_sni, sizeof(rt->rt_sni), "%s", sni);
+	}
+	memset(&p, 0, sizeof(p));
+	p.rc = rc;
+	p.verify_cb = tls_verify_cb;
+	p.tls_server = rc->kind == ROUTE_SERVER;
+	if ((rt->rt_certs = certsrc_new(&p, err, errlen)) == NULL)
+		goto fail;
+	return (rt);
+fail:
+	free(rt);
+	return (NULL);
+}
+
+int
+route_bind(struct route_rt *rt, int nworkers, char *err, size_t errlen)
+{
+	char why[256];
+	int i, fd;
+
+	if ((rt->rt_lst = calloc((size_t)nworkers, sizeof(*rt->rt_lst))) ==
+	    NULL) {
+		snprintf(err, errlen, "out of memory");
+		return (-1);
+	}
+	for (i = 0; i < nworkers; i++)
+		rt->rt_lst[i].l_fd = -1;
+	if (rt->rt_listen.a_unix) {
+		if ((fd = addr_listen(&rt->rt_listen, 0, why, sizeof(why))) ==
+		    -1)
+			goto fail;
+		rt->rt_shared_fd = fd;
+		for (i = 0; i < nworkers; i++)
+			rt->rt_lst[i].l_fd = fd;
+		return (0);
+	}
+	/* A plain bind first: another process on the port (even one using
+	 * SO_REUSEPORT) must be an error, never a silent share. */
+	if ((fd = addr_listen(&rt->rt_listen, 0, why, sizeof(why))) == -1)
+		goto fail;
+	close(fd);
+	for (i = 0; i < nworkers; i++) {
+		fd = addr_listen(&rt->rt_listen, 1, why, sizeof(why));
+		if (fd == -1)
+			goto fail;
+		rt->rt_lst[i].l_fd = fd;
+		rt->rt_lst[i].l_owned = 1;
+	}
+	return (0);
+fail:
+	snprintf(err, errlen, "--listen %s: %s", rt->rt_conf->listen, why);
+	return (-1);
+}
+
+static void
+listener_pause(struct listener *l)
+{
+	if (!l->l_paused) {
+		event_del(&l->l_ev);
+		l->l_paused = 1;
+	}
+}
+
+static void
+listener_resume(struct listener *l)
+{
+	if (l->l_paused && l->l_fd != -1) {
+		event_add(&l->l_ev, NULL);
+		l->l_paused = 0;
+	}
+}
+
+static int
+route_full(const struct route_rt *rt)
+{
+	return (rt->rt_conf->max_conns > 0 &&
+	    atomic_load(&rt->rt_active) >= rt->rt_conf->max_conns);
+}
+
+static void
+accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	struct listener *l = arg;
+	struct route_rt *rt = l->l_rt;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd, n;
+
+	(void)what;
+	/* A bounded batch per wakeup keeps the loop fair to open conns. */
+	for (n = 0; n < 32; n++) {
+		if (route_full(rt)) {
+			listener_pause(l);
+			/* A connection may have ended meanwhile. */
+			if (!route_full(rt))
+				listener_resume(l);
+			return;
+		}
+		len = sizeof(ss);
+		fd = accept4(lfd, (struct sockaddr *)&ss, &len,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM) {
+				struct timeval tv = { 0,
+				    EMFILE_BACKOFF_MS * 1000 };
+				log_msg(LOG_WARN, "accept_paused", "route %s: "
+				    "accept: %s; pausing %dms",
+				    rt->rt_conf->name, strerror(errno),
+				    EMFILE_BACKOFF_MS);
+				listener_pause(l);
+				evtimer_add(&l->l_retry, &tv);
+			}
+			return;
+		}
+		atomic_fetch_add(&rt->rt_active, 1);
+		conn_accept(l->l_w, rt, fd, (struct sockaddr *)&ss, len);
+	}
+}
+
+static void
+resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener *l = arg;
+
+	(void)fd;
+	(void)what;
+	if (!route_full(l->l_rt))
+		listener_resume(l);
+}
+
+int
+route_listen(struct route_rt *rt, struct worker *w)
+{
+	struct listener *l = &rt->rt_lst[w->w_id];
+
+	l->l_rt = rt;
+	l->l_w = w;
+	event_assign(&l->l_ev, w->w_base, l->l_fd, EV_READ | EV_PERSIST,
+	    accept_cb, l);
+	event_assign(&l->l_resume, w->w_base, -1, 0, resume_cb, l);
+	evtimer_assign(&l->l_retry, w->w_base, resume_cb, l);
+	l->l_paused = 1;
+	listener_resume(l);
+	return (0);
+}
+
+void
+route_stop_listening(struct route_rt *rt, struct worker *w)
+{
+	struct listener *l = &rt->rt_lst[w->w_id];
+
+	listener_pause(l);
+	event_del(&l->l_resume);
+	event_del(&l->l_retry);
+	if (l->l_owned && l->l_fd != -1)
+		close(l->l_fd);
+	l->l_fd = -1;
+}
+
+void
+route_conn_done(struct route_rt *rt)
+{
+	long before;
+	int i;
+
+	before = atomic_fetch_sub(&rt->rt_active, 1);
+	if (rt->rt_conf->max_conns > 0 && before >= rt->rt_conf->max_conns)
+		for (i = 0; i < rt->rt_d->d_nworkers; i++)
+			if (rt->rt_lst[i].l_w != NULL &&
+			    rt->rt_lst[i].l_fd != -1)
+				event_active(&rt->rt_lst[i].l_resume, 0, 0);
+}
+
+void
+route_free(struct route_rt *rt)
+{
+	if (rt == NULL)
+		return;
+	if (rt->rt_shared_fd != -1)
+		close(rt->rt_shared_fd);
+	certsrc_free(rt->rt_certs);
+	free(rt->rt_lst);
+	free(rt);
+}

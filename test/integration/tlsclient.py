@@ -1,0 +1,89 @@
+"""TLS client helpers (Python ssl) for talking to dmtls server routes.
+
+Note: with TLS 1.3 the client's handshake completes before the server has
+checked the client certificate, so a server that refuses the client shows
+up on the first recv (an SSLError alert, or EOF), not in tls_connect().
+Use tls_refused() to tell an accepted peer from a refused one.
+"""
+
+import os
+import socket
+import ssl
+
+_VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1,
+             "1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def _version(v):
+    return _VERSIONS[v] if isinstance(v, str) else v
+
+
+def _cert_path(pki, name):
+    """A PKI name ("ca") or a path ("/x/ca.pem") -> path."""
+    return name if os.sep in os.fspath(name) else pki.path(name)
+
+
+def client_context(pki, cert="dm", ca="ca", alpn=None, min_version=None,
+                   max_version=None, server_hostname="localhost"):
+    """Build the ssl.SSLContext used by tls_connect (same arguments)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca is None:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ctx.load_verify_locations(_cert_path(pki, ca))
+        ctx.check_hostname = server_hostname is not None
+    if cert is not None:
+        if isinstance(cert, (tuple, list)):
+            ctx.load_cert_chain(cert[0], cert[1])
+        else:
+            ctx.load_cert_chain(pki.path(cert), pki.key(cert))
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    if min_version:
+        ctx.minimum_version = _version(min_version)
+    if max_version:
+        ctx.maximum_version = _version(max_version)
+    return ctx
+
+
+def tls_connect(port, pki, cert="dm", ca="ca", alpn=None, min_version=None,
+                max_version=None, server_hostname="localhost", timeout=5):
+    """Connect to 127.0.0.1:port and complete a TLS handshake; return the
+    ssl.SSLSocket (socket timeout = `timeout`).
+
+    cert: PKI leaf name presenting a client certificate, a (cert, key) pair
+    of paths, or None for none.  ca: PKI name or path of the trust anchors
+    (None = do not verify the server).  server_hostname: SNI and the name
+    checked against the server's SANs (None = neither).  min_version /
+    max_version: "1.2", "1.3" or ssl.TLSVersion.  Handshake errors propagate
+    (ssl.SSLError, ConnectionError, socket.timeout).
+    """
+    ctx = client_context(pki, cert, ca, alpn, min_version, max_version, server_hostname)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        return ctx.wrap_socket(raw, server_hostname=server_hostname)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def tls_refused(port, pki, wait=1.0, **kw):
+    """Return None if the server at `port` accepts a tls_connect(port, pki, **kw)
+    client (no alert and no EOF within `wait` seconds after the handshake),
+    else a string describing the refusal (the exception or "eof")."""
+    try:
+        s = tls_connect(port, pki, **kw)
+    except (ssl.SSLError, OSError) as e:
+        return "%s: %s" % (type(e).__name__, e)
+    try:
+        s.settimeout(wait)
+        try:
+            data = s.recv(1)
+        except socket.timeout:
+            return None
+        except (ssl.SSLError, OSError) as e:
+            return "%s: %s" % (type(e).__name__, e)
+        return "eof" if not data else None
+    finally:
+        s.close()
