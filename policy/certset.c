@@ -19,6 +19,7 @@
 
 #include "../proxy/log.h"
 #include "certset.h"
+#include "policy.h"
 
 enum { F_CA = 0, F_CERT, F_KEY, F_COUNT };
 static const char *flag_names[F_COUNT] = { "ssl-ca", "ssl-cert", "ssl-key" };
@@ -37,6 +38,7 @@ struct certset {
 	char		 cs_subject[300];
 	time_t		 cs_not_after;
 	char		 cs_digest[65];
+	char		 cs_sans[256];
 };
 
 struct certsrc {
@@ -48,6 +50,9 @@ struct certsrc {
 	int			 src_bad_valid;
 	uint64_t		 src_ok;
 	uint64_t		 src_err;
+	time_t			 src_last_time;	/* last build attempt */
+	int			 src_last_ok;
+	char			 src_last_err[1024];
 };
 
 /* Per-thread read buffers: no allocation on the per-connection path. */
@@ -280,6 +285,11 @@ describe_leaf(struct certset *cs)
 		cs->cs_not_after = asn_time(dc.afterDate, dc.afterDateLen);
 	}
 	FreeDecodedCert(&dc);
+	{
+		struct peer_id id;
+		if (peer_id_from_der(der, (size_t)len, &id) == 0)
+			peer_id_sans(&id, cs->cs_sans, sizeof(cs->cs_sans));
+	}
 }
 
 static void
@@ -477,12 +487,14 @@ certsrc_new(const struct certsrc_params *p, char *err, size_t errlen)
 	if (read_all(src, tls_read, &bad, why, sizeof(why)) == -1 ||
 	    (src->src_cur = certset_build(src, tls_read, &bad, why,
 	    sizeof(why))) == NULL) {
-		snprintf(err, errlen, "--%s %s %s", flag_names[bad],
+		snprintf(err, errlen, "%s %s %s", flag_names[bad],
 		    src->src_path[bad], why);
 		certsrc_free(src);
 		return (NULL);
 	}
 	src->src_ok = 1;
+	src->src_last_ok = 1;
+	src->src_last_time = time(NULL);
 	return (src);
 }
 
@@ -495,6 +507,10 @@ note_bad(struct certsrc *src, const struct filebuf *files, int bad,
 
 	digest_files((struct filebuf *)(uintptr_t)files, d);
 	src->src_err++;
+	src->src_last_ok = 0;
+	src->src_last_time = time(NULL);
+	snprintf(src->src_last_err, sizeof(src->src_last_err), "%s %s %s",
+	    flag_names[bad], src->src_path[bad], why);
 	if (src->src_bad_valid && memcmp(d, src->src_bad, sizeof(d)) == 0)
 		return;
 	memcpy(src->src_bad, d, sizeof(d));
@@ -539,6 +555,9 @@ certsrc_acquire(struct certsrc *src)
 		src->src_cur = fresh;
 		src->src_bad_valid = 0;
 		src->src_ok++;
+		src->src_last_ok = 1;
+		src->src_last_time = time(NULL);
+		src->src_last_err[0] = '\0';
 		log_msg(LOG_INFO, "cert_reloaded", "route %s: new certificate "
 		    "set %.16s (%s) in use for new connections",
 		    src->src_p.rc->name, fresh->cs_digest, fresh->cs_subject);
@@ -568,6 +587,17 @@ certsrc_stats(struct certsrc *src, uint64_t *ok, uint64_t *err)
 	pthread_mutex_lock(&src->src_lock);
 	*ok = src->src_ok;
 	*err = src->src_err;
+	pthread_mutex_unlock(&src->src_lock);
+}
+
+void
+certsrc_last(struct certsrc *src, time_t *when, int *ok, char *err,
+    size_t errlen)
+{
+	pthread_mutex_lock(&src->src_lock);
+	*when = src->src_last_time;
+	*ok = src->src_last_ok;
+	snprintf(err, errlen, "%s", src->src_last_err);
 	pthread_mutex_unlock(&src->src_lock);
 }
 
@@ -604,6 +634,12 @@ time_t
 certset_not_after(const struct certset *cs)
 {
 	return (cs->cs_not_after);
+}
+
+const char *
+certset_sans(const struct certset *cs)
+{
+	return (cs->cs_sans);
 }
 
 const char *

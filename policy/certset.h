@@ -50,6 +50,9 @@ struct certset *certsrc_current(struct certsrc *);
 /* certsrc_stats(src, ok, err): sets published and broken states seen. */
 void certsrc_stats(struct certsrc *, uint64_t *, uint64_t *);
 
+/* certsrc_last(src, when, ok, err, errlen): the last build attempt. */
+void certsrc_last(struct certsrc *, time_t *, int *, char *, size_t);
+
 /* certsrc_free(src): drop the source and its reference to the set. */
 void certsrc_free(struct certsrc *);
 
@@ -64,6 +67,9 @@ const char *certset_subject(const struct certset *);
 
 /* certset_not_after(cs): not-after of ssl-cert's leaf (0 without one). */
 time_t certset_not_after(const struct certset *);
+
+/* certset_sans(cs): "DNS:a,IP:b" of ssl-cert's leaf. */
+const char *certset_sans(const struct certset *);
 
 /* certset_digest(cs): hex SHA-256 over the three files' bytes. */
 const char *certset_digest(const struct certset *);

@@ -14,6 +14,7 @@
 #include "../policy/policy.h"
 #include "cli.h"
 #include "conf.h"
+#include "conffile.h"
 #include "log.h"
 #include "route.h"
 #include "util.h"
@@ -127,8 +128,9 @@ parse(int argc, char **argv, struct route_conf *rc, struct global_conf *g)
 			strlist_add_csv(&rc->alpn, optarg);
 			break;
 		case O_STATUS:
-			return (usage_error("--status: the status listener "
-			    "is not available in this version"));
+			free(g->status);
+			g->status = strdup(optarg);
+			break;
 		case O_WORKERS:
 			if (parse_long(optarg, 0, 256, &v) == -1)
 				return (usage_error("--workers %s: give a "
@@ -233,6 +235,7 @@ validate(struct route_conf *rc)
 	return (0);
 }
 
+/* One line per route for `dmtls check`; 0 when it had no warning. */
 static void
 print_summary(struct route_rt *rt)
 {
@@ -261,19 +264,54 @@ print_summary(struct route_rt *rt)
 		    rc->name, rc->sec.ssl_cert);
 	if (policy_empty(&rc->sec))
 		printf("warning: %s: accepts any certificate signed by %s; "
-		    "set --cert-allowed-cn to limit it\n", rc->name,
+		    "set cert-allowed-cn to limit it\n", rc->name,
 		    rc->sec.ssl_ca);
 	certset_release(cs);
+}
+
+static int
+nworkers(const struct global_conf *g)
+{
+	int n = g->workers > 0 ? g->workers :
+	    (int)sysconf(_SC_NPROCESSORS_ONLN);
+
+	return (n < 1 ? 1 : n);
+}
+
+/* Serve the routes in rcs (moved out) until stopped; the exit status. */
+static int
+serve(struct daemon *d, struct route_conf *rcs, size_t n, const char *who)
+{
+	char err[1024];
+	size_t i;
+	int rv;
+
+	d->d_nworkers = nworkers(&d->d_g);
+	if (daemon_build(d, rcs, n, NULL, &d->d_routes, err, sizeof(err)) ==
+	    -1) {
+		fprintf(stderr, "%s: %s\n", who, err);
+		return (EXIT_USAGE);
+	}
+	for (i = 0; i < d->d_routes.rs_n; i++) {
+		struct route_conf *rc = d->d_routes.rs_v[i]->rt_conf;
+		log_msg(LOG_INFO, "start", "route %s: %s %s -> %s", rc->name,
+		    route_kind_name(rc->kind), rc->listen, rc->target);
+	}
+	if ((d->d_workers = calloc((size_t)d->d_nworkers,
+	    sizeof(*d->d_workers))) == NULL)
+		return (EXIT_RUNTIME);
+	rv = daemon_run(d);
+	free(d->d_workers);
+	return (rv);
 }
 
 int
 cli_route(int argc, char **argv, int check)
 {
 	static char cmdbuf[64];
-	struct route_conf rc;
+	struct route_conf *rc;
+	struct route_rt *rt;
 	struct daemon d;
-	struct worker *workers = NULL;
-	struct route_rt *rt = NULL;
 	char err[1024];
 	int rv;
 	enum route_kind kind;
@@ -292,49 +330,108 @@ cli_route(int argc, char **argv, int check)
 	snprintf(cmdbuf, sizeof(cmdbuf), "dmtls %s%s", check ? "check " : "",
 	    argv[0]);
 	cmd = cmdbuf;
-	route_conf_init(&rc, kind);
-	strlist_add(&rc.alpn, "h2");
-	strlist_add(&rc.alpn, "http/1.1");
+	if ((rc = malloc(sizeof(*rc))) == NULL)
+		return (EXIT_RUNTIME);
+	route_conf_init(rc, kind);
+	strlist_add(&rc->alpn, "h2");
+	strlist_add(&rc->alpn, "http/1.1");
 	memset(&d, 0, sizeof(d));
 	d.d_g.shutdown_timeout_ms = DEF_SHUTDOWN_TIMEOUT_MS;
-	if ((rv = parse(argc, argv, &rc, &d.d_g)) != 0 ||
-	    (rv = validate(&rc)) != 0)
-		goto out;
-
-	wolfSSL_Init();
-	if ((rt = route_new(&d, &rc, err, sizeof(err))) == NULL) {
-		fprintf(stderr, "%s: %s\n", cmd, err);
-		rv = check ? EXIT_RUNTIME : EXIT_USAGE;
+	if ((rv = parse(argc, argv, rc, &d.d_g)) != 0 ||
+	    (rv = validate(rc)) != 0) {
+		route_conf_free(rc);
+		free(rc);
 		goto out;
 	}
 	if (check) {
+		/* Validate without binding anything. */
+		if ((rt = route_new(&d, rc, err, sizeof(err))) == NULL) {
+			fprintf(stderr, "%s: --%s\n", cmd, err);
+			rv = EXIT_RUNTIME;
+			goto out;
+		}
 		print_summary(rt);
+		route_free(rt);
 		rv = 0;
 		goto out;
 	}
-	d.d_nworkers = d.d_g.workers > 0 ? d.d_g.workers :
-	    (int)sysconf(_SC_NPROCESSORS_ONLN);
-	if (d.d_nworkers < 1)
-		d.d_nworkers = 1;
-	if (route_bind(rt, d.d_nworkers, err, sizeof(err)) == -1) {
-		fprintf(stderr, "%s: %s\n", cmd, err);
-		rv = EXIT_USAGE;
-		goto out;
-	}
-	if (policy_empty(&rc.sec))
-		log_msg(LOG_WARN, "open_policy", "route %s accepts any "
-		    "certificate signed by %s; set --cert-allowed-cn to limit "
-		    "who may connect", rc.name, rc.sec.ssl_ca);
-	workers = calloc((size_t)d.d_nworkers, sizeof(*workers));
-	d.d_workers = workers;
-	d.d_routes = &rt;
-	d.d_nroutes = 1;
-	log_msg(LOG_INFO, "start", "route %s: %s %s -> %s", rc.name,
-	    route_kind_name(kind), rc.listen, rc.target);
-	rv = daemon_run(&d);
+	rv = serve(&d, rc, 1, cmd);
+	free(rc);
 out:
-	route_free(rt);
-	free(workers);
-	route_conf_free(&rc);
+	free(d.d_g.status);
+	return (rv);
+}
+
+/* Parse "-c FILE" (or --config FILE); 0 or an exit status. */
+static int
+config_arg(int argc, char **argv, const char **path)
+{
+	int i;
+
+	*path = CONFIG_DEFAULT_PATH;
+	for (i = 1; i < argc; i++) {
+		if ((strcmp(argv[i], "-c") == 0 ||
+		    strcmp(argv[i], "--config") == 0 ||
+		    strcmp(argv[i], "-config") == 0) && i + 1 < argc)
+			*path = argv[++i];
+		else
+			return (usage_error("unexpected argument %s; use -c "
+			    "FILE", argv[i]));
+	}
+	return (0);
+}
+
+int
+cli_config(int argc, char **argv, int check)
+{
+	struct config cf;
+	struct daemon d;
+	const char *path;
+	char err[1024];
+	size_t i;
+	int rv, bad = 0;
+
+	cmd = check ? "dmtls check" : "dmtls run";
+	if ((rv = config_arg(argc, argv, &path)) != 0)
+		return (rv);
+	if (config_load(path, &cf, err, sizeof(err)) == -1) {
+		fprintf(stderr, "%s: %s\n", cmd, err);
+		return (check ? EXIT_RUNTIME : EXIT_USAGE);
+	}
+	memset(&d, 0, sizeof(d));
+	if (check) {
+		for (i = 0; i < cf.cf_nroutes; i++) {
+			struct route_conf *rc = malloc(sizeof(*rc));
+			struct route_rt *rt;
+			char at[512];
+
+			if (rc == NULL)
+				return (EXIT_RUNTIME);
+			*rc = cf.cf_routes[i];
+			memset(&cf.cf_routes[i], 0, sizeof(cf.cf_routes[i]));
+			snprintf(at, sizeof(at), "%s:%d: route %s", rc->src_file,
+			    rc->src_line, rc->name);
+			if ((rt = route_new(&d, rc, err, sizeof(err))) == NULL) {
+				printf("%s: %s\n", at, err);
+				bad = 1;
+				continue;
+			}
+			print_summary(rt);
+			route_free(rt);
+		}
+		config_free(&cf);
+		return (bad ? EXIT_RUNTIME : 0);
+	}
+	d.d_g = cf.cf_g;
+	memset(&cf.cf_g, 0, sizeof(cf.cf_g));
+	if ((d.d_config = realpath(path, NULL)) == NULL)
+		d.d_config = strdup(path);
+	log_setup(d.d_g.log_level, d.d_g.log_format);
+	rv = serve(&d, cf.cf_routes, cf.cf_nroutes, cmd);
+	config_free(&cf);
+	free(d.d_config);
+	free(d.d_g.status);
+	free(d.d_g.log_level);
+	free(d.d_g.log_format);
 	return (rv);
 }

@@ -16,4 +16,10 @@
  */
 int cli_route(int, char **, int);
 
+/*
+ * cli_config(argc, argv, check): `dmtls run [-c FILE]` and
+ * `dmtls check [-c FILE]`; argv[0] is "run" or "check".
+ */
+int cli_config(int, char **, int);
+
 #endif

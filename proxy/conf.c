@@ -35,6 +35,7 @@ void
 route_conf_free(struct route_conf *rc)
 {
 	free(rc->name);
+	free(rc->src_file);
 	free(rc->listen);
 	free(rc->target);
 	strlist_free(&rc->alpn);

@@ -43,6 +43,8 @@ struct route_conf {
 	long			 idle_timeout_ms;	/* 0 = none */
 	long			 close_timeout_ms;
 	int			 reread;	/* reread certificates per connection */
+	char			*src_file;	/* where it was defined, for errors */
+	int			 src_line;
 	struct security_conf	 sec;
 };
 

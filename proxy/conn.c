@@ -154,10 +154,12 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	switch (c->c_state) {
 	case CS_HANDSHAKE:
+		c->c_why = WHY_TIMEOUT;
 		conn_fail(c, "failed", "handshake timeout after %ldms",
 		    c->c_route->rt_conf->handshake_timeout_ms);
 		break;
 	case CS_CONNECTING:
+		c->c_why = WHY_CONNECT;
 		conn_fail(c, NULL, "connect to %s timed out after %ldms",
 		    c->c_route->rt_conf->target,
 		    c->c_route->rt_conf->connect_timeout_ms);
@@ -178,6 +180,7 @@ conn_accept(struct worker *w, struct route_rt *rt, int fd,
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		close(fd);
 		route_conn_done(rt);
+		route_release(rt);
 		return;
 	}
 	c->c_magic = CONN_MAGIC;
@@ -227,6 +230,7 @@ conn_connect(struct conn *c)
 	if (ep->ep_fd == -1) {
 		ep->ep_fd = addr_connect(&c->c_route->rt_target);
 		if (ep->ep_fd == -1) {
+			c->c_why = WHY_CONNECT;
 			conn_fail(c, NULL, "connect to %s: %s",
 			    c->c_route->rt_conf->target, strerror(errno));
 			return (-1);
@@ -239,6 +243,7 @@ conn_connect(struct conn *c)
 	if (getsockopt(ep->ep_fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
 		err = errno;
 	if (err != 0) {
+		c->c_why = WHY_CONNECT;
 		conn_fail(c, NULL, "connect to %s: %s",
 		    c->c_route->rt_conf->target, strerror(err));
 		return (-1);
@@ -376,11 +381,57 @@ conn_log(struct conn *c)
 	log_end(&l);
 }
 
+/*
+ * Read and drop what the peer already sent, so close() sends a FIN rather
+ * than a reset: a refused client then sees a clean EOF.  Bounded.
+ */
+static void
+drain(int fd)
+{
+	char junk[4096];
+	int i;
+
+	for (i = 0; i < 16; i++)
+		if (recv(fd, junk, sizeof(junk), MSG_DONTWAIT) <= 0)
+			break;
+}
+
+/* Count the ended connection in its route's metrics. */
+static void
+conn_count(struct conn *c)
+{
+	struct route_stats *st = c->c_route->rt_stats;
+	int64_t dur = now_ms() - c->c_start_ms;
+	int b;
+
+	if (strcmp(c->c_result, "denied") == 0)
+		atomic_fetch_add(&st->rs_denied, 1);
+	else if (strcmp(c->c_result, "failed") == 0)
+		atomic_fetch_add(&st->rs_failed, 1);
+	else
+		atomic_fetch_add(&st->rs_allowed, 1);
+	switch (c->c_why) {
+	case WHY_POLICY:	atomic_fetch_add(&st->rs_deny_policy, 1); break;
+	case WHY_VERIFY:	atomic_fetch_add(&st->rs_fail_verify, 1); break;
+	case WHY_NOCERT:	atomic_fetch_add(&st->rs_fail_nocert, 1); break;
+	case WHY_TIMEOUT:	atomic_fetch_add(&st->rs_fail_timeout, 1); break;
+	case WHY_HANDSHAKE:	atomic_fetch_add(&st->rs_fail_other, 1); break;
+	case WHY_CONNECT:	atomic_fetch_add(&st->rs_fail_connect, 1); break;
+	case WHY_NONE:		break;
+	}
+	atomic_fetch_add(&st->rs_bytes_in, c->c_up.h_bytes);
+	atomic_fetch_add(&st->rs_bytes_out, c->c_down.h_bytes);
+	for (b = 0; b < DUR_BUCKETS; b++)
+		if ((double)dur / 1000.0 <= route_dur_bounds[b])
+			break;
+	atomic_fetch_add(&st->rs_dur[b], 1);
+	atomic_fetch_add(&st->rs_dur_sum_ms, (uint64_t)dur);
+}
+
 void
 conn_close(struct conn *c, const char *reason)
 {
 	struct route_rt *rt = c->c_route;
-	struct route_stats *st = &rt->rt_stats;
 	int i;
 
 	assert(c->c_magic == CONN_MAGIC);
@@ -389,14 +440,7 @@ conn_close(struct conn *c, const char *reason)
 	if (c->c_reason[0] == '\0')
 		snprintf(c->c_reason, sizeof(c->c_reason), "closed");
 	conn_log(c);
-	if (strcmp(c->c_result, "denied") == 0)
-		atomic_fetch_add(&st->rs_denied, 1);
-	else if (strcmp(c->c_result, "failed") == 0)
-		atomic_fetch_add(&st->rs_failed, 1);
-	else
-		atomic_fetch_add(&st->rs_allowed, 1);
-	atomic_fetch_add(&st->rs_bytes_in, c->c_up.h_bytes);
-	atomic_fetch_add(&st->rs_bytes_out, c->c_down.h_bytes);
+	conn_count(c);
 
 	event_del(&c->c_timer);
 	for (i = 0; i < 2; i++) {
@@ -406,8 +450,10 @@ conn_close(struct conn *c, const char *reason)
 			event_del(&ep->ep_ev);
 		if (ep->ep_ssl != NULL)
 			wolfSSL_free(ep->ep_ssl);
-		if (ep->ep_fd != -1)
+		if (ep->ep_fd != -1) {
+			drain(ep->ep_fd);
 			close(ep->ep_fd);
+		}
 	}
 	relay_buf_put(c->c_up.h_buf);
 	relay_buf_put(c->c_down.h_buf);
@@ -417,4 +463,5 @@ conn_close(struct conn *c, const char *reason)
 	c->c_state = CS_CLOSED;
 	free(c);
 	route_conn_done(rt);
+	route_release(rt);
 }

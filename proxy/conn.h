@@ -24,6 +24,17 @@ struct certset;
 #define CONN_MAGIC	0x636f6e6eU	/* "conn" */
 #define RELAY_BUFSZ	16384		/* one TLS record of plaintext */
 
+/* Why a connection was refused or failed, for metrics. */
+enum conn_why {
+	WHY_NONE = 0,
+	WHY_POLICY,		/* identity not in the allow-list */
+	WHY_VERIFY,		/* chain, date or hostname verification */
+	WHY_NOCERT,		/* no client certificate */
+	WHY_TIMEOUT,		/* handshake deadline */
+	WHY_HANDSHAKE,		/* any other handshake failure */
+	WHY_CONNECT		/* target unreachable */
+};
+
 enum conn_state {
 	CS_NEW = 0,
 	CS_HANDSHAKE,		/* TLS handshake with the TLS side */
@@ -74,6 +85,7 @@ struct conn {
 	char			 c_sans[256];
 	char			 c_reason[200];
 	const char		*c_result;	/* "allowed", "denied", "failed" */
+	enum conn_why		 c_why;
 	TAILQ_ENTRY(conn)	 c_entry;
 };
 

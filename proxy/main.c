@@ -7,6 +7,8 @@
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 
+#include <event2/thread.h>
+
 #include "cli.h"
 #include "version.h"
 
@@ -19,6 +21,8 @@ usage(FILE *f)
 	    "       dmtls client --listen ADDR --target ADDR --ssl-ca F "
 	    "--ssl-cert F --ssl-key F [--cert-allowed-cn CN]... "
 	    "[--server-name NAME] [OPTIONS]\n"
+	    "       dmtls run [-c FILE]\n"
+	    "       dmtls check [-c FILE]\n"
 	    "       dmtls check server|client ROUTE-FLAGS\n"
 	    "       dmtls version\n");
 }
@@ -40,14 +44,15 @@ main(int argc, char **argv)
 		usage(stdout);
 		return (0);
 	}
+	evthread_use_pthreads();
+	wolfSSL_Init();
 	if (strcmp(argv[1], "check") == 0) {
-		if (argc < 3) {
-			fprintf(stderr, "dmtls check: name a route kind: "
-			    "dmtls check server|client ROUTE-FLAGS\n");
-			return (EXIT_USAGE);
-		}
+		if (argc < 3 || argv[2][0] == '-')
+			return (cli_config(argc - 1, argv + 1, 1));
 		return (cli_route(argc - 2, argv + 2, 1));
 	}
+	if (strcmp(argv[1], "run") == 0)
+		return (cli_config(argc - 1, argv + 1, 0));
 	if (strcmp(argv[1], "server") == 0 || strcmp(argv[1], "client") == 0 ||
 	    strcmp(argv[1], "mysql") == 0)
 		return (cli_route(argc - 1, argv + 1, 0));

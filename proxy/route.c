@@ -1,5 +1,5 @@
 /*
- * route.c: a route's listeners and the accounting of its open connections.
+ * route.c: a route's listeners, references and counters.
  *
  * Every worker has its own listening socket (SO_REUSEPORT), so the kernel
  * spreads new connections over the workers.  --max-conns counts a route's
@@ -24,6 +24,74 @@
 
 #define EMFILE_BACKOFF_MS	100
 
+const double route_dur_bounds[DUR_BUCKETS] = {
+	0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 1800, 3600
+};
+
+/* The counters of every route name, shared across reloads. */
+static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct route_stats **stats_v;
+static size_t stats_n;
+
+struct route_stats *
+route_stats_get(const char *name)
+{
+	struct route_stats *st = NULL, **v;
+	size_t i;
+
+	pthread_mutex_lock(&stats_lock);
+	for (i = 0; i < stats_n; i++)
+		if (strcmp(stats_v[i]->rs_name, name) == 0) {
+			st = stats_v[i];
+			atomic_fetch_add(&st->rs_refs, 1);
+			goto out;
+		}
+	if ((st = calloc(1, sizeof(*st))) == NULL)
+		goto out;
+	if ((v = realloc(stats_v, (stats_n + 1) * sizeof(*v))) == NULL) {
+		free(st);
+		st = NULL;
+		goto out;
+	}
+	stats_v = v;
+	stats_v[stats_n++] = st;
+	atomic_init(&st->rs_refs, 1);
+	snprintf(st->rs_name, sizeof(st->rs_name), "%s", name);
+out:
+	pthread_mutex_unlock(&stats_lock);
+	return (st);
+}
+
+void
+route_stats_put(struct route_stats *st)
+{
+	size_t i;
+
+	if (st == NULL)
+		return;
+	pthread_mutex_lock(&stats_lock);
+	if (atomic_fetch_sub(&st->rs_refs, 1) == 1) {
+		for (i = 0; i < stats_n; i++)
+			if (stats_v[i] == st) {
+				stats_v[i] = stats_v[--stats_n];
+				break;
+			}
+		free(st);
+	}
+	pthread_mutex_unlock(&stats_lock);
+}
+
+void
+route_stats_each(void (*fn)(struct route_stats *, void *), void *arg)
+{
+	size_t i;
+
+	pthread_mutex_lock(&stats_lock);
+	for (i = 0; i < stats_n; i++)
+		fn(stats_v[i], arg);
+	pthread_mutex_unlock(&stats_lock);
+}
+
 struct route_rt *
 route_new(struct daemon *d, struct route_conf *rc, char *err, size_t errlen)
 {
@@ -33,17 +101,21 @@ route_new(struct daemon *d, struct route_conf *rc, char *err, size_t errlen)
 
 	if ((rt = calloc(1, sizeof(*rt))) == NULL) {
 		snprintf(err, errlen, "out of memory");
+		route_conf_free(rc);
+		free(rc);
 		return (NULL);
 	}
 	rt->rt_conf = rc;
 	rt->rt_d = d;
 	rt->rt_shared_fd = -1;
+	atomic_init(&rt->rt_refs, 1);
+	pthread_mutex_init(&rt->rt_lock, NULL);
 	if (addr_parse(rc->listen, &rt->rt_listen, why, sizeof(why)) == -1) {
-		snprintf(err, errlen, "--listen %s: %s", rc->listen, why);
+		snprintf(err, errlen, "listen %s: %s", rc->listen, why);
 		goto fail;
 	}
 	if (addr_parse(rc->target, &rt->rt_target, why, sizeof(why)) == -1) {
-		snprintf(err, errlen, "--target %s: %s", rc->target, why);
+		snprintf(err, errlen, "target %s: %s", rc->target, why);
 		goto fail;
 	}
 	if (rc->kind != ROUTE_SERVER) {
@@ -58,9 +130,14 @@ route_new(struct daemon *d, struct route_conf *rc, char *err, size_t errlen)
 	p.tls_server = rc->kind == ROUTE_SERVER;
 	if ((rt->rt_certs = certsrc_new(&p, err, errlen)) == NULL)
 		goto fail;
+	if ((rt->rt_stats = route_stats_get(rc->name ? rc->name : "")) ==
+	    NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	return (rt);
 fail:
-	free(rt);
+	route_free(rt);
 	return (NULL);
 }
 
@@ -75,6 +152,7 @@ route_bind(struct route_rt *rt, int nworkers, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return (-1);
 	}
+	rt->rt_nlst = nworkers;
 	for (i = 0; i < nworkers; i++)
 		rt->rt_lst[i].l_fd = -1;
 	if (rt->rt_listen.a_unix) {
@@ -82,6 +160,7 @@ route_bind(struct route_rt *rt, int nworkers, char *err, size_t errlen)
 		    -1)
 			goto fail;
 		rt->rt_shared_fd = fd;
+		rt->rt_shared_owned = 1;
 		for (i = 0; i < nworkers; i++)
 			rt->rt_lst[i].l_fd = fd;
 		return (0);
@@ -100,8 +179,25 @@ route_bind(struct route_rt *rt, int nworkers, char *err, size_t errlen)
 	}
 	return (0);
 fail:
-	snprintf(err, errlen, "--listen %s: %s", rt->rt_conf->listen, why);
+	snprintf(err, errlen, "listen %s: %s", rt->rt_conf->listen, why);
 	return (-1);
+}
+
+void
+route_take_listeners(struct route_rt *rt, struct route_rt *old)
+{
+	int i;
+
+	rt->rt_lst = calloc((size_t)old->rt_nlst, sizeof(*rt->rt_lst));
+	rt->rt_nlst = old->rt_nlst;
+	for (i = 0; i < old->rt_nlst; i++) {
+		rt->rt_lst[i].l_fd = old->rt_lst[i].l_fd;
+		rt->rt_lst[i].l_owned = old->rt_lst[i].l_owned;
+		old->rt_lst[i].l_owned = 0;
+	}
+	rt->rt_shared_fd = old->rt_shared_fd;
+	rt->rt_shared_owned = old->rt_shared_owned;
+	old->rt_shared_owned = 0;
 }
 
 static void
@@ -110,6 +206,8 @@ listener_pause(struct listener *l)
 	if (!l->l_paused) {
 		event_del(&l->l_ev);
 		l->l_paused = 1;
+		log_msg(LOG_DEBUG, "listener", "route %s worker %d: paused",
+		    l->l_rt->rt_conf->name, l->l_w->w_id);
 	}
 }
 
@@ -119,11 +217,13 @@ listener_resume(struct listener *l)
 	if (l->l_paused && l->l_fd != -1) {
 		event_add(&l->l_ev, NULL);
 		l->l_paused = 0;
+		log_msg(LOG_DEBUG, "listener", "route %s worker %d: accepting",
+		    l->l_rt->rt_conf->name, l->l_w->w_id);
 	}
 }
 
 static int
-route_full(const struct route_rt *rt)
+route_full(struct route_rt *rt)
 {
 	return (rt->rt_conf->max_conns > 0 &&
 	    atomic_load(&rt->rt_active) >= rt->rt_conf->max_conns);
@@ -166,6 +266,11 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 			return;
 		}
 		atomic_fetch_add(&rt->rt_active, 1);
+		atomic_fetch_add(&rt->rt_stats->rs_active, 1);
+		log_msg(LOG_DEBUG, "accept", "route %s worker %d: %ld open",
+		    rt->rt_conf->name, l->l_w->w_id,
+		    atomic_load(&rt->rt_active));
+		route_hold(rt);
 		conn_accept(l->l_w, rt, fd, (struct sockaddr *)&ss, len);
 	}
 }
@@ -202,12 +307,23 @@ route_stop_listening(struct route_rt *rt, struct worker *w)
 {
 	struct listener *l = &rt->rt_lst[w->w_id];
 
+	if (l->l_w == NULL)
+		return;
 	listener_pause(l);
 	event_del(&l->l_resume);
 	event_del(&l->l_retry);
 	if (l->l_owned && l->l_fd != -1)
 		close(l->l_fd);
+	l->l_owned = 0;
 	l->l_fd = -1;
+}
+
+void
+route_retire(struct route_rt *rt)
+{
+	pthread_mutex_lock(&rt->rt_lock);
+	rt->rt_retired = 1;
+	pthread_mutex_unlock(&rt->rt_lock);
 }
 
 void
@@ -217,21 +333,49 @@ route_conn_done(struct route_rt *rt)
 	int i;
 
 	before = atomic_fetch_sub(&rt->rt_active, 1);
-	if (rt->rt_conf->max_conns > 0 && before >= rt->rt_conf->max_conns)
-		for (i = 0; i < rt->rt_d->d_nworkers; i++)
-			if (rt->rt_lst[i].l_w != NULL &&
-			    rt->rt_lst[i].l_fd != -1)
+	atomic_fetch_sub(&rt->rt_stats->rs_active, 1);
+	if (rt->rt_conf->max_conns == 0 || before < rt->rt_conf->max_conns)
+		return;
+	/* Wake paused listeners; never those of a retired route, whose
+	 * worker may already have dropped them. */
+	pthread_mutex_lock(&rt->rt_lock);
+	if (!rt->rt_retired)
+		for (i = 0; i < rt->rt_nlst; i++)
+			if (rt->rt_lst[i].l_w != NULL)
 				event_active(&rt->rt_lst[i].l_resume, 0, 0);
+	pthread_mutex_unlock(&rt->rt_lock);
+}
+
+void
+route_hold(struct route_rt *rt)
+{
+	atomic_fetch_add(&rt->rt_refs, 1);
+}
+
+void
+route_release(struct route_rt *rt)
+{
+	if (rt != NULL && atomic_fetch_sub(&rt->rt_refs, 1) == 1)
+		route_free(rt);
 }
 
 void
 route_free(struct route_rt *rt)
 {
+	int i;
+
 	if (rt == NULL)
 		return;
-	if (rt->rt_shared_fd != -1)
+	for (i = 0; i < rt->rt_nlst; i++)
+		if (rt->rt_lst[i].l_owned && rt->rt_lst[i].l_fd != -1)
+			close(rt->rt_lst[i].l_fd);
+	if (rt->rt_shared_owned && rt->rt_shared_fd != -1)
 		close(rt->rt_shared_fd);
 	certsrc_free(rt->rt_certs);
+	route_stats_put(rt->rt_stats);
+	pthread_mutex_destroy(&rt->rt_lock);
+	route_conf_free(rt->rt_conf);
+	free(rt->rt_conf);
 	free(rt->rt_lst);
 	free(rt);
 }

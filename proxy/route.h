@@ -5,6 +5,7 @@
 #ifndef DMTLS_ROUTE_H
 #define DMTLS_ROUTE_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -30,13 +31,34 @@ struct listener {
 	struct event	 l_retry;	/* EMFILE back-off timer */
 };
 
+#define DUR_BUCKETS	12	/* connection duration histogram */
+
+/*
+ * Counters of one route name.  A reload that keeps a route's name keeps its
+ * counters, so /metrics never goes backwards; connections of the old
+ * generation count into the same object (reference counted).
+ */
 struct route_stats {
+	atomic_int		rs_refs;
+	char			rs_name[128];
+	atomic_long		rs_active;	/* open, all generations */
 	atomic_uint_least64_t	rs_allowed;
 	atomic_uint_least64_t	rs_denied;
 	atomic_uint_least64_t	rs_failed;
 	atomic_uint_least64_t	rs_bytes_in;	/* from the accepted side */
 	atomic_uint_least64_t	rs_bytes_out;	/* to the accepted side */
+	atomic_uint_least64_t	rs_deny_policy;	/* identity not allowed */
+	atomic_uint_least64_t	rs_fail_verify;	/* chain/date/name failed */
+	atomic_uint_least64_t	rs_fail_nocert;	/* no client certificate */
+	atomic_uint_least64_t	rs_fail_timeout; /* handshake deadline */
+	atomic_uint_least64_t	rs_fail_other;	/* any other handshake failure */
+	atomic_uint_least64_t	rs_fail_connect; /* target unreachable */
+	atomic_uint_least64_t	rs_dur[DUR_BUCKETS + 1];	/* + Inf */
+	atomic_uint_least64_t	rs_dur_sum_ms;
 };
+
+/* Upper bounds (seconds) of the duration histogram's buckets. */
+extern const double route_dur_bounds[DUR_BUCKETS];
 
 struct route_rt {
 	struct route_conf	*rt_conf;
@@ -46,15 +68,20 @@ struct route_rt {
 	struct addr		 rt_target;
 	char			 rt_sni[256];	/* "" when no SNI is sent */
 	atomic_long		 rt_active;	/* open connections, all workers */
-	struct route_stats	 rt_stats;
+	atomic_int		 rt_refs;	/* the config's + one per conn */
+	struct route_stats	*rt_stats;
 	struct listener		*rt_lst;	/* one per worker */
-	int			 rt_shared_fd;	/* unix listener, else -1 */
+	int			 rt_nlst;
+	int			 rt_shared_fd;	/* unix/systemd listener, else -1 */
+	int			 rt_shared_owned; /* close rt_shared_fd on free */
+	pthread_mutex_t		 rt_lock;	/* rt_retired vs. wakeups */
+	int			 rt_retired;	/* a reload replaced the route */
 };
 
 /*
  * route_new(d, rc, err, errlen): resolve the addresses and load the
- * certificates of rc (which the route keeps).  NULL with a message naming
- * the flag and the fix in err.
+ * certificates of rc.  The route owns rc (heap-allocated) from here on, also
+ * when it fails.  NULL with a message naming the key and the fix in err.
  */
 struct route_rt *route_new(struct daemon *, struct route_conf *, char *,
     size_t);
@@ -65,6 +92,28 @@ struct route_rt *route_new(struct daemon *, struct route_conf *, char *,
  */
 int route_bind(struct route_rt *, int, char *, size_t);
 
+/*
+ * route_take_listeners(rt, old): a reload keeps old's bound sockets for rt
+ * (same listen address), so no connection is refused meanwhile.
+ */
+void route_take_listeners(struct route_rt *, struct route_rt *);
+
+/* route_retire(rt): no more listener wakeups; called before the swap. */
+void route_retire(struct route_rt *);
+
+/* route_hold/route_release(rt): references; the last release frees it. */
+void route_hold(struct route_rt *);
+void route_release(struct route_rt *);
+
+/* route_stats_get(name): the counters of a route name (new reference). */
+struct route_stats *route_stats_get(const char *);
+
+/* route_stats_put(st): drop a reference from route_stats_get(). */
+void route_stats_put(struct route_stats *);
+
+/* route_stats_each(fn, arg): call fn on every route name's counters. */
+void route_stats_each(void (*)(struct route_stats *, void *), void *);
+
 /* route_listen(rt, w): start accepting in worker w. */
 int route_listen(struct route_rt *, struct worker *);
 
@@ -74,7 +123,7 @@ void route_stop_listening(struct route_rt *, struct worker *);
 /* route_conn_done(rt): a connection ended; wake paused listeners. */
 void route_conn_done(struct route_rt *);
 
-/* route_free(rt): after all workers stopped. */
+/* route_free(rt): free now (start-up errors, or the last reference). */
 void route_free(struct route_rt *);
 
 #endif

@@ -63,6 +63,7 @@ handshake_reason(struct conn *c, WOLFSSL *ssl, int err)
 	wolfSSL_ERR_error_string_n((unsigned long)err, es, sizeof(es));
 	memset(&h, 0, sizeof(h));
 	wolfSSL_get_alert_history(ssl, &h);
+	c->c_why = err == NO_PEER_CERT ? WHY_NOCERT : WHY_HANDSHAKE;
 	if (h.last_rx.code > 0 && h.last_rx.level == alert_fatal)
 		snprintf(c->c_reason, sizeof(c->c_reason),
 		    "peer sent alert %d: %s", h.last_rx.code, es);
@@ -125,6 +126,7 @@ tls_verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *store)
 		memset(&id, 0, sizeof(id));
 	if (!preverify) {
 		c->c_result = "failed";
+		c->c_why = WHY_VERIFY;
 		snprintf(c->c_reason, sizeof(c->c_reason),
 		    "certificate verification failed: %s",
 		    wolfSSL_ERR_reason_error_string(
@@ -133,6 +135,7 @@ tls_verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *store)
 	}
 	if (!policy_allows(&rc->sec, &id)) {
 		c->c_result = "denied";
+		c->c_why = WHY_POLICY;
 		snprintf(c->c_reason, sizeof(c->c_reason),
 		    "certificate identity not allowed");
 		return (0);

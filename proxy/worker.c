@@ -1,15 +1,12 @@
 /*
- * worker.c: worker threads, each with its own event loop, and the main
- * thread's signal handling: SIGTERM/SIGINT stop accepting and drain open
- * connections for up to shutdown-timeout.
+ * worker.c: worker threads, each with its own event loop.  The main thread
+ * talks to a worker only by activating one of its events: stop (close the
+ * listeners, drain), kill (cut what is still open), switch (serve the
+ * current generation of routes after a reload).
  */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-#include <event2/thread.h>
 
 #include "conn.h"
 #include "log.h"
@@ -40,8 +37,8 @@ stop_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	for (i = 0; i < w->w_d->d_nroutes; i++)
-		route_stop_listening(w->w_d->d_routes[i], w);
+	for (i = 0; i < w->w_routes.rs_n; i++)
+		route_stop_listening(w->w_routes.rs_v[i], w);
 	w->w_draining = 1;
 	if (w->w_nconns == 0)
 		event_base_loopexit(w->w_base, NULL);
@@ -62,63 +59,43 @@ kill_cb(evutil_socket_t fd, short what, void *arg)
 	event_base_loopexit(w->w_base, NULL);
 }
 
+/* Stop the old generation's listeners, start the new one's. */
+static void
+switch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct daemon *d = w->w_d;
+	size_t i;
+
+	(void)fd;
+	(void)what;
+	if (!w->w_draining) {
+		for (i = 0; i < w->w_routes.rs_n; i++)
+			route_stop_listening(w->w_routes.rs_v[i], w);
+		w->w_routes = d->d_routes;
+		for (i = 0; i < w->w_routes.rs_n; i++)
+			route_listen(w->w_routes.rs_v[i], w);
+	}
+	if (atomic_fetch_sub(&d->d_switching, 1) == 1)
+		event_active(&d->d_switched, 0, 0);
+}
+
 static void *
 worker_main(void *arg)
 {
 	struct worker *w = arg;
 
-	event_base_dispatch(w->w_base);
-	return (NULL);
-}
-
-static void
-signal_cb(evutil_socket_t sig, short what, void *arg)
-{
-	struct daemon *d = arg;
-	struct timeval tv;
-	int i;
-
-	(void)what;
-	log_msg(LOG_INFO, "stopping", "%s: no new connections; draining "
-	    "open ones for up to %ldms", sig == SIGINT ? "SIGINT" : "SIGTERM",
-	    d->d_g.shutdown_timeout_ms);
-	for (i = 0; i < d->d_nworkers; i++)
-		event_active(&d->d_workers[i].w_stop, 0, 0);
-	tv.tv_sec = d->d_g.shutdown_timeout_ms / 1000;
-	tv.tv_usec = (d->d_g.shutdown_timeout_ms % 1000) * 1000;
-	/* The main loop ends at the deadline; workers still busy get cut. */
-	event_base_loopexit(d->d_base, &tv);
-}
-
-/* Stop the main loop early once every worker has finished draining. */
-static void *
-joiner_main(void *arg)
-{
-	struct daemon *d = arg;
-	int i;
-
-	for (i = 0; i < d->d_nworkers; i++)
-		pthread_join(d->d_workers[i].w_thread, NULL);
-	event_base_loopbreak(d->d_base);
+	/* A worker with its listeners paused and no connection has no
+	 * event pending, yet must wait for a wakeup. */
+	event_base_loop(w->w_base, EVLOOP_NO_EXIT_ON_EMPTY);
 	return (NULL);
 }
 
 int
-daemon_run(struct daemon *d)
+worker_start(struct daemon *d)
 {
-	struct event *sigterm, *sigint;
-	pthread_t joiner;
 	size_t r;
 	int i;
-
-	evthread_use_pthreads();
-	signal(SIGPIPE, SIG_IGN);
-	if ((d->d_base = event_base_new()) == NULL)
-		return (1);
-	sigterm = evsignal_new(d->d_base, SIGTERM, signal_cb, d);
-	sigint = evsignal_new(d->d_base, SIGINT, signal_cb, d);
-	evsignal_add(sigterm, NULL);
-	evsignal_add(sigint, NULL);
 
 	for (i = 0; i < d->d_nworkers; i++) {
 		struct worker *w = &d->d_workers[i];
@@ -127,35 +104,27 @@ daemon_run(struct daemon *d)
 		w->w_d = d;
 		TAILQ_INIT(&w->w_conns);
 		if ((w->w_base = event_base_new()) == NULL)
-			return (1);
+			return (-1);
 		event_assign(&w->w_stop, w->w_base, -1, 0, stop_cb, w);
 		event_assign(&w->w_kill, w->w_base, -1, 0, kill_cb, w);
-		for (r = 0; r < d->d_nroutes; r++)
-			route_listen(d->d_routes[r], w);
+		event_assign(&w->w_switch, w->w_base, -1, 0, switch_cb, w);
+		w->w_routes = d->d_routes;
+		for (r = 0; r < w->w_routes.rs_n; r++)
+			route_listen(w->w_routes.rs_v[r], w);
 	}
 	for (i = 0; i < d->d_nworkers; i++)
-		pthread_create(&d->d_workers[i].w_thread, NULL, worker_main,
-		    &d->d_workers[i]);
-	log_msg(LOG_INFO, "ready", "%zu route(s), %d worker(s)",
-	    d->d_nroutes, d->d_nworkers);
-	pthread_create(&joiner, NULL, joiner_main, d);
-
-	event_base_dispatch(d->d_base);
-	/* Either every worker drained, or the shutdown deadline passed. */
-	for (i = 0; i < d->d_nworkers; i++)
-		event_active(&d->d_workers[i].w_kill, 0, 0);
-	pthread_join(joiner, NULL);
-
-	event_free(sigterm);
-	event_free(sigint);
-	for (i = 0; i < d->d_nworkers; i++)
-		event_base_free(d->d_workers[i].w_base);
-	event_base_free(d->d_base);
-	if (atomic_load(&d->d_forced)) {
-		log_msg(LOG_WARN, "stopped", "shutdown timeout: open "
-		    "connections were cut");
-		return (1);
-	}
-	log_msg(LOG_INFO, "stopped", "all connections finished");
+		if (pthread_create(&d->d_workers[i].w_thread, NULL,
+		    worker_main, &d->d_workers[i]) != 0)
+			return (-1);
 	return (0);
+}
+
+void
+worker_switch_all(struct daemon *d)
+{
+	int i;
+
+	atomic_store(&d->d_switching, d->d_nworkers);
+	for (i = 0; i < d->d_nworkers; i++)
+		event_active(&d->d_workers[i].w_switch, 0, 0);
 }

@@ -215,7 +215,7 @@ test_broken_at_start_names_file_and_reason(void **state)
 	sh("cp %s/b-key.pem %s", dir, path_key);
 	src = new_src(&rc, err, sizeof(err));
 	assert_null(src);
-	assert_non_null(strstr(err, "--ssl-key"));
+	assert_non_null(strstr(err, "ssl-key"));
 	assert_non_null(strstr(err, path_key));
 	assert_non_null(strstr(err, "does not match"));
 	route_conf_free(&rc);
@@ -224,7 +224,7 @@ test_broken_at_start_names_file_and_reason(void **state)
 	sh("head -c 300 %s/ca.pem > %s", dir, path_ca);
 	src = new_src(&rc, err, sizeof(err));
 	assert_null(src);
-	assert_non_null(strstr(err, "--ssl-ca"));
+	assert_non_null(strstr(err, "ssl-ca"));
 	assert_non_null(strstr(err, "cut short"));
 	route_conf_free(&rc);
 
@@ -232,7 +232,7 @@ test_broken_at_start_names_file_and_reason(void **state)
 	sh("rm %s", path_cert);
 	src = new_src(&rc, err, sizeof(err));
 	assert_null(src);
-	assert_non_null(strstr(err, "--ssl-cert"));
+	assert_non_null(strstr(err, "ssl-cert"));
 	assert_non_null(strstr(err, "cannot be read"));
 	route_conf_free(&rc);
 }

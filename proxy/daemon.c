@@ -1,0 +1,319 @@
+/*
+ * daemon.c: the main thread: generations of routes, SIGHUP reloads,
+ * SIGTERM/SIGINT drains, systemd notifications and the status listener.
+ *
+ * A reload builds and binds the whole new generation first; only when
+ * every route of it is valid does it take over the old generation's
+ * listening sockets (same listen address: nothing is refused meanwhile)
+ * and ask each worker to switch.  Old routes stay alive, reference
+ * counted, until their last connection ends.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/thread.h>
+
+#include "../policy/policy.h"
+#include "conffile.h"
+#include "log.h"
+#include "notify.h"
+#include "route.h"
+#include "status.h"
+#include "worker.h"
+
+void
+routeset_release(struct routeset *set)
+{
+	size_t i;
+
+	for (i = 0; i < set->rs_n; i++)
+		route_release(set->rs_v[i]);
+	free(set->rs_v);
+	set->rs_v = NULL;
+	set->rs_n = 0;
+}
+
+static struct route_rt *
+find_listen(const struct routeset *set, const char *listen)
+{
+	size_t i;
+
+	for (i = 0; set != NULL && i < set->rs_n; i++)
+		if (strcmp(set->rs_v[i]->rt_conf->listen, listen) == 0)
+			return (set->rs_v[i]);
+	return (NULL);
+}
+
+static void
+where(const struct route_conf *rc, char *buf, size_t len)
+{
+	if (rc->src_file != NULL)
+		snprintf(buf, len, "%s:%d: route %s: ", rc->src_file,
+		    rc->src_line, rc->name);
+	else
+		snprintf(buf, len, "--");
+}
+
+int
+daemon_build(struct daemon *d, struct route_conf *rcs, size_t n,
+    const struct routeset *reuse, struct routeset *out, char *err,
+    size_t errlen)
+{
+	struct route_conf *rc;
+	struct route_rt *rt;
+	char why[1024], at[512];
+	size_t i;
+
+	out->rs_n = 0;
+	if ((out->rs_v = calloc(n, sizeof(*out->rs_v))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return (-1);
+	}
+	for (i = 0; i < n; i++) {
+		if ((rc = malloc(sizeof(*rc))) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+		/* Move the config into the route, which owns it now. */
+		*rc = rcs[i];
+		memset(&rcs[i], 0, sizeof(rcs[i]));
+		where(rc, at, sizeof(at));
+		if ((rt = route_new(d, rc, why, sizeof(why))) == NULL) {
+			snprintf(err, errlen, "%s%s", at, why);
+			goto fail;
+		}
+		out->rs_v[out->rs_n++] = rt;
+	}
+	/* Bind new addresses; reused ones are taken over below. */
+	for (i = 0; i < out->rs_n; i++) {
+		rt = out->rs_v[i];
+		if (find_listen(reuse, rt->rt_conf->listen) != NULL)
+			continue;
+		if (route_bind(rt, d->d_nworkers, why, sizeof(why)) == -1) {
+			where(rt->rt_conf, at, sizeof(at));
+			snprintf(err, errlen, "%s%s", at, why);
+			goto fail;
+		}
+	}
+	/* Nothing can fail from here on. */
+	for (i = 0; i < out->rs_n; i++) {
+		struct route_rt *old = find_listen(reuse,
+		    out->rs_v[i]->rt_conf->listen);
+		if (old != NULL)
+			route_take_listeners(out->rs_v[i], old);
+	}
+	for (i = 0; i < out->rs_n; i++)
+		if (policy_empty(&out->rs_v[i]->rt_conf->sec))
+			log_msg(LOG_WARN, "open_policy", "route %s accepts any "
+			    "certificate signed by %s; set cert-allowed-cn to "
+			    "limit who may connect", out->rs_v[i]->rt_conf->name,
+			    out->rs_v[i]->rt_conf->sec.ssl_ca);
+	return (0);
+fail:
+	for (i = 0; i < out->rs_n; i++)
+		route_free(out->rs_v[i]);
+	free(out->rs_v);
+	out->rs_v = NULL;
+	out->rs_n = 0;
+	return (-1);
+}
+
+/* The workers all serve the new generation: drop the old one. */
+static void
+switched_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)fd;
+	(void)what;
+	routeset_release(&d->d_old);
+	log_msg(LOG_INFO, "reloaded", "%zu route(s) in service",
+	    d->d_routes.rs_n);
+	notify_send("READY=1");
+}
+
+static void
+reload_failed(struct daemon *d, const char *err)
+{
+	d->d_reload_ok = 0;
+	snprintf(d->d_reload_err, sizeof(d->d_reload_err), "%s", err);
+	log_msg(LOG_ERROR, "reload_failed", "%s; still serving the previous "
+	    "configuration", err);
+	notify_send("READY=1");
+}
+
+static void
+daemon_reload(struct daemon *d)
+{
+	struct config cf;
+	struct routeset set;
+	char err[1024];
+	size_t i;
+
+	d->d_reload_time = time(NULL);
+	d->d_reloads++;
+	if (d->d_config == NULL) {
+		log_msg(LOG_WARN, "reload_ignored", "SIGHUP: routes came from "
+		    "the command line; nothing to reload");
+		return;
+	}
+	if (atomic_load(&d->d_switching) > 0) {
+		log_msg(LOG_WARN, "reload_ignored", "SIGHUP: a reload is "
+		    "still switching workers; send it again");
+		return;
+	}
+	notify_send("RELOADING=1");
+	log_msg(LOG_INFO, "reloading", "reading %s", d->d_config);
+	if (config_load(d->d_config, &cf, err, sizeof(err)) == -1) {
+		reload_failed(d, err);
+		return;
+	}
+	if (cf.cf_g.workers != d->d_g.workers)
+		log_msg(LOG_WARN, "reload", "workers changed; that takes a "
+		    "restart");
+	if ((cf.cf_g.status == NULL) != (d->d_g.status == NULL) ||
+	    (cf.cf_g.status != NULL && strcmp(cf.cf_g.status,
+	    d->d_g.status) != 0))
+		log_msg(LOG_WARN, "reload", "status address changed; that "
+		    "takes a restart");
+	if (daemon_build(d, cf.cf_routes, cf.cf_nroutes, &d->d_routes, &set,
+	    err, sizeof(err)) == -1) {
+		config_free(&cf);
+		reload_failed(d, err);
+		return;
+	}
+	log_setup(cf.cf_g.log_level ? cf.cf_g.log_level : "info",
+	    cf.cf_g.log_format ? cf.cf_g.log_format : "text");
+	d->d_g.shutdown_timeout_ms = cf.cf_g.shutdown_timeout_ms;
+	config_free(&cf);
+
+	for (i = 0; i < d->d_routes.rs_n; i++)
+		route_retire(d->d_routes.rs_v[i]);
+	d->d_old = d->d_routes;
+	d->d_routes = set;
+	d->d_reload_ok = 1;
+	d->d_reload_err[0] = '\0';
+	worker_switch_all(d);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+	struct timeval tv;
+	int i;
+
+	(void)what;
+	if (sig == SIGHUP) {
+		if (!d->d_stopping)
+			daemon_reload(d);
+		return;
+	}
+	if (d->d_stopping)
+		return;
+	d->d_stopping = 1;
+	notify_send("STOPPING=1");
+	log_msg(LOG_INFO, "stopping", "%s: no new connections; draining "
+	    "open ones for up to %ldms", sig == SIGINT ? "SIGINT" : "SIGTERM",
+	    d->d_g.shutdown_timeout_ms);
+	for (i = 0; i < d->d_nworkers; i++)
+		event_active(&d->d_workers[i].w_stop, 0, 0);
+	tv.tv_sec = d->d_g.shutdown_timeout_ms / 1000;
+	tv.tv_usec = (d->d_g.shutdown_timeout_ms % 1000) * 1000;
+	/* The main loop ends at the deadline; workers still busy get cut. */
+	event_base_loopexit(d->d_base, &tv);
+}
+
+static void
+watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	notify_send("WATCHDOG=1");
+}
+
+/* Stop the main loop early once every worker has finished draining. */
+static void *
+joiner_main(void *arg)
+{
+	struct daemon *d = arg;
+	int i;
+
+	for (i = 0; i < d->d_nworkers; i++)
+		pthread_join(d->d_workers[i].w_thread, NULL);
+	event_base_loopbreak(d->d_base);
+	return (NULL);
+}
+
+int
+daemon_run(struct daemon *d)
+{
+	struct event *sig[3], *wd = NULL;
+	static const int signos[3] = { SIGTERM, SIGINT, SIGHUP };
+	pthread_t joiner;
+	uint64_t wdusec;
+	char err[512];
+	int i;
+
+	signal(SIGPIPE, SIG_IGN);
+	if ((d->d_base = event_base_new()) == NULL)
+		return (1);
+	for (i = 0; i < 3; i++) {
+		sig[i] = evsignal_new(d->d_base, signos[i], signal_cb, d);
+		evsignal_add(sig[i], NULL);
+	}
+	event_assign(&d->d_switched, d->d_base, -1, 0, switched_cb, d);
+	if (d->d_g.status != NULL &&
+	    (d->d_status = status_start(d, d->d_g.status, err,
+	    sizeof(err))) == NULL) {
+		log_msg(LOG_ERROR, "status_failed", "status %s: %s",
+		    d->d_g.status, err);
+		return (2);
+	}
+	if (worker_start(d) == -1) {
+		log_msg(LOG_ERROR, "start_failed", "cannot start the workers");
+		return (1);
+	}
+	if ((wdusec = notify_watchdog_usec()) > 0) {
+		struct timeval tv;
+		wdusec /= 2;
+		tv.tv_sec = (time_t)(wdusec / 1000000);
+		tv.tv_usec = (suseconds_t)(wdusec % 1000000);
+		wd = event_new(d->d_base, -1, EV_PERSIST, watchdog_cb, d);
+		event_add(wd, &tv);
+	}
+	d->d_reload_ok = 1;
+	d->d_reload_time = time(NULL);
+	log_msg(LOG_INFO, "ready", "%zu route(s), %d worker(s)",
+	    d->d_routes.rs_n, d->d_nworkers);
+	notify_send("READY=1");
+	pthread_create(&joiner, NULL, joiner_main, d);
+
+	event_base_dispatch(d->d_base);
+	/* Either every worker drained, or the shutdown deadline passed. */
+	for (i = 0; i < d->d_nworkers; i++)
+		event_active(&d->d_workers[i].w_kill, 0, 0);
+	pthread_join(joiner, NULL);
+
+	if (wd != NULL)
+		event_free(wd);
+	for (i = 0; i < 3; i++)
+		event_free(sig[i]);
+	status_free(d->d_status);
+	routeset_release(&d->d_old);
+	routeset_release(&d->d_routes);
+	for (i = 0; i < d->d_nworkers; i++)
+		event_base_free(d->d_workers[i].w_base);
+	event_base_free(d->d_base);
+	if (atomic_load(&d->d_forced)) {
+		log_msg(LOG_WARN, "stopped", "shutdown timeout: open "
+		    "connections were cut");
+		return (1);
+	}
+	log_msg(LOG_INFO, "stopped", "all connections finished");
+	return (0);
+}

@@ -1,0 +1,144 @@
+"""Client routes (DESIGN.md section 2, "client"): plaintext in, mTLS out.
+
+dmtls presents ssl-cert/ssl-key to the TLS target, verifies the server chain
+against ssl-ca, applies --cert-allowed-cn to the server's leaf and, with
+--server-name, checks the name against the server certificate's SANs.  Only
+after all of that are the plaintext client's bytes relayed.
+"""
+
+import hashlib
+import re
+import socket
+import threading
+
+from backends import TLSServer, pattern, wait_until
+
+
+def wait_listening(port, proc, timeout=10):
+    """Wait until 127.0.0.1:port is in LISTEN state (read from /proc/net/tcp,
+    so no probe connection is relayed to the TLS target); fail early if proc
+    exits."""
+    needle = ":%04X" % port
+
+    def listening():
+        if proc.proc.poll() is not None:
+            raise AssertionError("%s exited with %s before listening; stderr:\n%s"
+                                 % (proc.name, proc.proc.returncode, proc.log()))
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[1].endswith(needle) and fields[3] == "0A":
+                    return True
+        return False
+
+    wait_until(listening, timeout, "dmtls listening on port %d" % port)
+
+
+def start_client_route(procs, dmtls_bin, pki, port, target, *extra):
+    """Start a client route presenting the dm leaf, trusting the test CA."""
+    argv = [dmtls_bin, "client", "--listen", "127.0.0.1:%d" % port, "--target", target,
+            "--ssl-ca", pki.ca, "--ssl-cert", pki.path("dm"), "--ssl-key", pki.key("dm"),
+            *extra]
+    p = procs.start(argv, name="dmtls-client")
+    wait_listening(port, p)
+    return p
+
+
+def settle(srv, timeout=5):
+    """Wait until every connection the TLS server accepted has finished
+    (a result or an error recorded)."""
+    wait_until(lambda: srv.accepted >= 1 and
+               len(srv.results) + len(srv.errors) >= srv.accepted,
+               timeout, "TLS server connections to finish")
+
+
+def refused_plaintext_client(port, payload=b"secret application bytes\n", timeout=5):
+    """Connect to the client route, send `payload`, and read until the
+    connection ends.  Returns the bytes received (the test expects none)
+    and how it ended ("eof" or the exception)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as c:
+        try:
+            c.sendall(payload)
+        except OSError as e:
+            return b"", "send: %s" % e
+        got = b""
+        try:
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    return got, "eof"
+                got += data
+        except ConnectionResetError as e:
+            return got, "reset: %s" % e
+
+
+def test_client_route_presents_dm_and_relays_exact_bytes(dmtls_bin, pki, procs, port):
+    """Plaintext client -> client route -> TLS echo server requiring client
+    certificates: the server sees CN dm and 1 MiB comes back byte-exact."""
+    size = 1 << 20
+    data = pattern(size, "client-route-1mib")
+    with TLSServer(pki.path("dm"), pki.key("dm"), pki.ca,
+                   require_client_cert=True) as srv:
+        d = start_client_route(procs, dmtls_bin, pki, port, srv.addr,
+                               "--cert-allowed-cn", "dm")
+        received = bytearray()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            def send():
+                c.sendall(data)
+                c.shutdown(socket.SHUT_WR)
+
+            sender = threading.Thread(target=send, daemon=True)
+            sender.start()
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+            sender.join(10)
+        assert len(received) == size, "got %d of %d bytes; log:\n%s" % (
+            len(received), size, d.log())
+        assert hashlib.sha256(received).digest() == hashlib.sha256(data).digest()
+        results = srv.wait_results(1)
+        assert srv.peer_cns == ["dm"], srv.peer_cns
+        assert results[0]["bytes"] == size
+        d.wait_log(r"event=close route=\S+ .*bytes_in=%d\b" % size)
+
+
+def test_client_route_refuses_server_cn_not_allowed(dmtls_bin, pki, procs, port):
+    """The server's leaf CN (other) is not in --cert-allowed-cn (dm): the
+    plaintext client gets EOF and no data, the TLS server never receives an
+    application byte, and the log says the peer was denied."""
+    with TLSServer(pki.path("other"), pki.key("other"), pki.ca,
+                   require_client_cert=True) as srv:
+        d = start_client_route(procs, dmtls_bin, pki, port, srv.addr,
+                               "--cert-allowed-cn", "dm")
+        got, how = refused_plaintext_client(port)
+        assert got == b"", "the plaintext client received %r" % got
+        assert how == "eof", ("connection ended by %s, not a clean EOF (a reset means dmtls "
+                              "closed with the client's unread bytes still queued)\n%s"
+                              % (how, d.log()))
+        settle(srv)
+        assert sum(r["bytes"] for r in srv.results) == 0, srv.results
+        m = d.wait_log(r"^.*event=denied\b.*$")
+        assert "cn=other" in m.group(0), m.group(0)
+
+
+def test_client_route_refuses_server_name_mismatch(dmtls_bin, pki, procs, port):
+    """--server-name is not among the server certificate's SANs: the plaintext
+    client gets EOF and no data, the TLS server never receives an application
+    byte, and the log records a verification failure naming the name."""
+    with TLSServer(pki.path("dm"), pki.key("dm"), pki.ca,
+                   require_client_cert=True) as srv:
+        d = start_client_route(procs, dmtls_bin, pki, port, srv.addr,
+                               "--cert-allowed-cn", "dm",
+                               "--server-name", "wrong.example.com")
+        got, how = refused_plaintext_client(port)
+        assert got == b"", "the plaintext client received %r" % got
+        assert how == "eof", ("connection ended by %s, not a clean EOF (a reset means dmtls "
+                              "closed with the client's unread bytes still queued)\n%s"
+                              % (how, d.log()))
+        settle(srv)
+        assert sum(r["bytes"] for r in srv.results) == 0, srv.results
+        m = d.wait_log(r"^.*event=(denied|handshake_failed)\b.*$")
+        line = m.group(0)
+        assert re.search(r"reason=\"[^\"]*(verif|name|host|match|SAN)", line, re.I), line
