@@ -29,6 +29,16 @@ addr_parse(const char *s, struct addr *a, char *err, size_t errlen)
 	int rc;
 
 	memset(a, 0, sizeof(*a));
+	if (strncmp(s, "systemd:", 8) == 0) {
+		if (s[8] == '\0' || strlen(s + 8) >= sizeof(a->a_host)) {
+			snprintf(err, errlen, "systemd: needs the socket's "
+			    "name, as in FileDescriptorName= or the unit name");
+			return (-1);
+		}
+		snprintf(a->a_host, sizeof(a->a_host), "%s", s + 8);
+		a->a_systemd = 1;
+		return (0);
+	}
 	if (strncmp(s, "unix:", 5) == 0) {
 		sun = (struct sockaddr_un *)&a->a_ss;
 		if (s[5] == '\0' || strlen(s + 5) >= sizeof(sun->sun_path)) {
@@ -173,6 +183,53 @@ addr_connect(const struct addr *a)
 		return (-1);
 	}
 	return (fd);
+}
+
+int
+addr_systemd_fd(const char *name, char *err, size_t errlen)
+{
+	const char *pid = getenv("LISTEN_PID"), *nfds = getenv("LISTEN_FDS");
+	const char *names = getenv("LISTEN_FDNAMES"), *p, *colon;
+	long n, i;
+	size_t len;
+	int fd, fl;
+
+	if (pid == NULL || nfds == NULL || strtol(pid, NULL, 10) != getpid()) {
+		snprintf(err, errlen, "no sockets were passed by systemd "
+		    "(start dmtls from a unit with a matching .socket unit)");
+		return (-1);
+	}
+	n = strtol(nfds, NULL, 10);
+	p = names;
+	for (i = 0; i < n; i++) {
+		const char *this = "unknown";
+		char buf[256];
+
+		if (p != NULL) {
+			colon = strchr(p, ':');
+			len = colon ? (size_t)(colon - p) : strlen(p);
+			if (len >= sizeof(buf))
+				len = sizeof(buf) - 1;
+			memcpy(buf, p, len);
+			buf[len] = '\0';
+			this = buf;
+			p = colon ? colon + 1 : NULL;
+		}
+		if (strcmp(this, name) != 0)
+			continue;
+		fd = 3 + (int)i;
+		if ((fl = fcntl(fd, F_GETFL)) == -1) {
+			snprintf(err, errlen, "socket %s (fd %d) is not open",
+			    name, fd);
+			return (-1);
+		}
+		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		return (fd);
+	}
+	snprintf(err, errlen, "systemd passed no socket named %s "
+	    "(LISTEN_FDNAMES=%s)", name, names ? names : "");
+	return (-1);
 }
 
 void

@@ -13,6 +13,7 @@ struct addr {
 	char			a_host[256];	/* host part as written, "" for unix */
 	int			a_is_ip;	/* host is a literal IP address */
 	int			a_unix;
+	int			a_systemd;	/* systemd:NAME, name in a_host */
 };
 
 /*
@@ -35,6 +36,13 @@ int addr_listen(const struct addr *, int, char *, size_t);
  * connect may still be in progress), or -1 with errno set.
  */
 int addr_connect(const struct addr *);
+
+/*
+ * addr_systemd_fd(name, err, errlen): the listening socket systemd passed
+ * under that name (LISTEN_FDS / LISTEN_FDNAMES; an unnamed socket is
+ * "unknown", as systemd calls it).  Returns the fd, or -1 with a reason.
+ */
+int addr_systemd_fd(const char *, char *, size_t);
 
 /* sock_tune(fd): TCP_NODELAY on TCP sockets; ignores errors. */
 void sock_tune(int);

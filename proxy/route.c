@@ -155,6 +155,17 @@ route_bind(struct route_rt *rt, int nworkers, char *err, size_t errlen)
 	rt->rt_nlst = nworkers;
 	for (i = 0; i < nworkers; i++)
 		rt->rt_lst[i].l_fd = -1;
+	if (rt->rt_listen.a_systemd) {
+		/* Inherited: shared by the workers, never closed, so a later
+		 * reload can serve it again. */
+		if ((fd = addr_systemd_fd(rt->rt_listen.a_host, why,
+		    sizeof(why))) == -1)
+			goto fail;
+		rt->rt_shared_fd = fd;
+		for (i = 0; i < nworkers; i++)
+			rt->rt_lst[i].l_fd = fd;
+		return (0);
+	}
 	if (rt->rt_listen.a_unix) {
 		if ((fd = addr_listen(&rt->rt_listen, 0, why, sizeof(why))) ==
 		    -1)
