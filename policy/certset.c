@@ -468,6 +468,15 @@ same_bytes(const struct certset *cs, const struct filebuf *files)
 	return (1);
 }
 
+void
+certset_thread_done(void)
+{
+	int i;
+
+	for (i = 0; i < F_COUNT; i++)
+		fb_free(&tls_read[i]);
+}
+
 struct certsrc *
 certsrc_new(const struct certsrc_params *p, char *err, size_t errlen)
 {

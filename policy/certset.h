@@ -74,6 +74,9 @@ const char *certset_sans(const struct certset *);
 /* certset_digest(cs): hex SHA-256 over the three files' bytes. */
 const char *certset_digest(const struct certset *);
 
+/* certset_thread_done(): free the calling thread's read buffers. */
+void certset_thread_done(void);
+
 /* Bounds on what is read from disk. */
 #define CERTFILE_MAX	(1024 * 1024)
 

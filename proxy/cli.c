@@ -223,13 +223,12 @@ validate(struct route_conf *rc)
 		    "the certificate and key this side presents"));
 	if ((rc->sec.ssl_cert == NULL) != (rc->sec.ssl_key == NULL))
 		return (usage_error("--ssl-cert and --ssl-key go together"));
+	if (rc->kind == ROUTE_MYSQL && rc->alpn.sl_n > 0)
+		return (usage_error("--alpn is not used on mysql routes"));
 	if (rc->kind == ROUTE_SERVER && rc->sec.server_name != NULL)
 		return (usage_error("--server-name is for client and mysql "
 		    "routes; a server route checks the client with "
 		    "--cert-allowed-cn"));
-	if (rc->kind == ROUTE_MYSQL)
-		return (usage_error("mysql routes are not available in this "
-		    "version"));
 	if (rc->name == NULL)
 		rc->name = strdup(route_kind_name(rc->kind));
 	return (0);
@@ -333,8 +332,10 @@ cli_route(int argc, char **argv, int check)
 	if ((rc = malloc(sizeof(*rc))) == NULL)
 		return (EXIT_RUNTIME);
 	route_conf_init(rc, kind);
-	strlist_add(&rc->alpn, "h2");
-	strlist_add(&rc->alpn, "http/1.1");
+	if (kind != ROUTE_MYSQL) {
+		strlist_add(&rc->alpn, "h2");
+		strlist_add(&rc->alpn, "http/1.1");
+	}
 	memset(&d, 0, sizeof(d));
 	d.d_g.shutdown_timeout_ms = DEF_SHUTDOWN_TIMEOUT_MS;
 	if ((rv = parse(argc, argv, rc, &d.d_g)) != 0 ||

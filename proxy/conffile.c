@@ -305,8 +305,10 @@ load_route(struct loadctx *lc, const config_setting_t *g,
 	rc->src_file = strdup(config_setting_source_file(g) ?
 	    config_setting_source_file(g) : "?");
 	rc->src_line = (int)config_setting_source_line(g);
-	strlist_add(&rc->alpn, "h2");
-	strlist_add(&rc->alpn, "http/1.1");
+	if (rc->kind != ROUTE_MYSQL) {
+		strlist_add(&rc->alpn, "h2");
+		strlist_add(&rc->alpn, "http/1.1");
+	}
 
 	/* Security starts from the top-level defaults, key by key. */
 	rc->sec.ssl_ca = xstrdup_or_null(lc->lc_defsec->ssl_ca);

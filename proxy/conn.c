@@ -17,6 +17,7 @@
 #include "addr.h"
 #include "conn.h"
 #include "log.h"
+#include "mysql.h"
 #include "route.h"
 #include "util.h"
 #include "worker.h"
@@ -25,7 +26,7 @@ static void conn_step(struct conn *);
 static void ep_cb(evutil_socket_t, short, void *);
 
 static const char *state_names[] = {
-	"new", "handshake", "connecting", "relay", "closed"
+	"new", "handshake", "connecting", "mysql", "relay", "closed"
 };
 
 static void
@@ -91,6 +92,9 @@ conn_deadline(const struct conn *c)
 		return (c->c_phase_ms + rc->handshake_timeout_ms);
 	case CS_CONNECTING:
 		return (c->c_phase_ms + rc->connect_timeout_ms);
+	case CS_MYSQL:
+		/* Greeting, login, TLS and auth: one absolute deadline. */
+		return (c->c_phase_ms + rc->handshake_timeout_ms);
 	case CS_RELAY:
 		if (rc->idle_timeout_ms > 0)
 			d = c->c_io_ms + rc->idle_timeout_ms;
@@ -154,6 +158,7 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	switch (c->c_state) {
 	case CS_HANDSHAKE:
+	case CS_MYSQL:
 		c->c_why = WHY_TIMEOUT;
 		conn_fail(c, "failed", "handshake timeout after %ldms",
 		    c->c_route->rt_conf->handshake_timeout_ms);
@@ -264,6 +269,7 @@ conn_arm(struct conn *c)
 		switch (c->c_state) {
 		case CS_HANDSHAKE:
 		case CS_CONNECTING:
+		case CS_MYSQL:
 			want = ep->ep_rd_wait | ep->ep_wr_wait;
 			break;
 		case CS_RELAY:
@@ -305,12 +311,27 @@ conn_step(struct conn *c)
 				conn_set_state(c, CS_RELAY);
 				break;
 			}
+			if (c->c_route->rt_conf->kind == ROUTE_MYSQL) {
+				if (mysql_begin(c) == -1) {
+					conn_fail(c, "failed", "out of memory");
+					return;
+				}
+				conn_set_state(c, CS_MYSQL);
+				break;
+			}
 			if (tls_setup(c, &c->c_ep[1]) == -1) {
 				conn_fail(c, "failed", "cannot create a TLS "
 				    "session");
 				return;
 			}
 			conn_set_state(c, CS_HANDSHAKE);
+			break;
+		case CS_MYSQL:
+			r = mysql_step(c);
+			if (r == -1)
+				return;		/* closed */
+			if (r == 1)
+				conn_set_state(c, CS_RELAY);
 			break;
 		case CS_RELAY:
 			c->c_io_ms = now_ms();
@@ -441,6 +462,7 @@ conn_close(struct conn *c, const char *reason)
 		snprintf(c->c_reason, sizeof(c->c_reason), "closed");
 	conn_log(c);
 	conn_count(c);
+	mysql_abort(c);		/* the MySQL client hears why, as an ERR */
 
 	event_del(&c->c_timer);
 	for (i = 0; i < 2; i++) {

@@ -20,6 +20,7 @@
 struct route_rt;
 struct worker;
 struct certset;
+struct mysql_state;
 
 #define CONN_MAGIC	0x636f6e6eU	/* "conn" */
 #define RELAY_BUFSZ	16384		/* one TLS record of plaintext */
@@ -39,6 +40,7 @@ enum conn_state {
 	CS_NEW = 0,
 	CS_HANDSHAKE,		/* TLS handshake with the TLS side */
 	CS_CONNECTING,		/* TCP connect to the target */
+	CS_MYSQL,		/* MySQL greeting, SSLRequest, TLS, auth */
 	CS_RELAY,		/* bytes flow both ways */
 	CS_CLOSED
 };
@@ -86,6 +88,7 @@ struct conn {
 	char			 c_reason[200];
 	const char		*c_result;	/* "allowed", "denied", "failed" */
 	enum conn_why		 c_why;
+	struct mysql_state	*c_my;		/* mysql routes, until relaying */
 	TAILQ_ENTRY(conn)	 c_entry;
 };
 
@@ -104,6 +107,21 @@ void conn_close(struct conn *, const char *);
 void conn_fail(struct conn *, const char *, const char *, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Result of one I/O attempt on an endpoint. */
+enum io { IO_OK, IO_EOF, IO_WAIT, IO_ERR };
+
+/*
+ * endpoint_read/endpoint_write(ep, buf, len, n, err): one non-blocking
+ * read or write, through TLS when ep has a session.  IO_WAIT records in
+ * ep_rd_wait/ep_wr_wait what must fire first; IO_ERR leaves a code in err
+ * for endpoint_errstr().  A write that waited must be retried with the same
+ * bytes.
+ */
+enum io endpoint_read(struct endpoint *, uint8_t *, size_t, size_t *, int *);
+enum io endpoint_write(struct endpoint *, const uint8_t *, size_t, size_t *,
+    int *);
+const char *endpoint_errstr(const struct endpoint *, int);
+
 /* relay_pump(c): move bytes both ways until every side would block. */
 int relay_pump(struct conn *);
 
@@ -113,6 +131,9 @@ short relay_interest(const struct conn *, const struct endpoint *);
 /* relay_buf_get/put: per-thread pool of RELAY_BUFSZ buffers. */
 uint8_t *relay_buf_get(void);
 void relay_buf_put(uint8_t *);
+
+/* relay_buf_drain(): free the calling thread's pool (at thread exit). */
+void relay_buf_drain(void);
 
 /* tls_verify_cb: the identity policy inside the handshake (certset). */
 int tls_verify_cb(int, WOLFSSL_X509_STORE_CTX *);

@@ -34,6 +34,13 @@ relay_buf_get(void)
 }
 
 void
+relay_buf_drain(void)
+{
+	while (pool_n > 0)
+		free(pool[--pool_n]);
+}
+
+void
 relay_buf_put(uint8_t *b)
 {
 	if (b == NULL)
@@ -43,9 +50,6 @@ relay_buf_put(uint8_t *b)
 	else
 		free(b);
 }
-
-/* Result of one I/O attempt on an endpoint. */
-enum io { IO_OK, IO_EOF, IO_WAIT, IO_ERR };
 
 /* Translate a wolfSSL result into a wait, EOF or error. */
 static enum io
@@ -71,8 +75,9 @@ tls_result(struct endpoint *ep, int ret, short *wait, int *err)
 	}
 }
 
-static enum io
-ep_read(struct endpoint *ep, uint8_t *buf, size_t len, size_t *got, int *err)
+enum io
+endpoint_read(struct endpoint *ep, uint8_t *buf, size_t len, size_t *got,
+    int *err)
 {
 	ssize_t n;
 
@@ -99,9 +104,9 @@ ep_read(struct endpoint *ep, uint8_t *buf, size_t len, size_t *got, int *err)
 	return (IO_ERR);
 }
 
-static enum io
-ep_write(struct endpoint *ep, const uint8_t *buf, size_t len, size_t *put,
-    int *err)
+enum io
+endpoint_write(struct endpoint *ep, const uint8_t *buf, size_t len,
+    size_t *put, int *err)
 {
 	ssize_t n;
 
@@ -148,8 +153,8 @@ ep_shutdown(struct endpoint *ep, int *err)
 	return (IO_OK);
 }
 
-static const char *
-io_errstr(const struct endpoint *ep, int err)
+const char *
+endpoint_errstr(const struct endpoint *ep, int err)
 {
 	static __thread char buf[96];
 
@@ -174,11 +179,11 @@ half_pump(struct conn *c, struct half *h, const char *side)
 	enum io io;
 
 	if (h->h_len > h->h_off && dst->ep_wr_wait == 0) {
-		io = ep_write(dst, h->h_buf + h->h_off, h->h_len - h->h_off,
+		io = endpoint_write(dst, h->h_buf + h->h_off, h->h_len - h->h_off,
 		    &n, &err);
 		if (io == IO_ERR || io == IO_EOF) {
 			conn_fail(c, "allowed", "write to %s: %s", side,
-			    io_errstr(dst, err));
+			    endpoint_errstr(dst, err));
 			return (-1);
 		}
 		if (io == IO_OK) {
@@ -196,7 +201,7 @@ half_pump(struct conn *c, struct half *h, const char *side)
 			conn_fail(c, "allowed", "out of memory");
 			return (-1);
 		}
-		io = ep_read(src, h->h_buf, RELAY_BUFSZ, &n, &err);
+		io = endpoint_read(src, h->h_buf, RELAY_BUFSZ, &n, &err);
 		switch (io) {
 		case IO_OK:
 			h->h_len = n;
@@ -210,7 +215,7 @@ half_pump(struct conn *c, struct half *h, const char *side)
 		case IO_ERR:
 			conn_fail(c, "allowed", "read from %s: %s",
 			    side[0] == 't' ? "client" : "target",
-			    io_errstr(src, err));
+			    endpoint_errstr(src, err));
 			return (-1);
 		case IO_WAIT:
 			break;

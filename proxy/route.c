@@ -19,6 +19,7 @@
 #include "../policy/policy.h"
 #include "conn.h"
 #include "log.h"
+#include "mysql.h"
 #include "route.h"
 #include "worker.h"
 
@@ -129,6 +130,8 @@ route_new(struct daemon *d, struct route_conf *rc, char *err, size_t errlen)
 	p.verify_cb = tls_verify_cb;
 	p.tls_server = rc->kind == ROUTE_SERVER;
 	if ((rt->rt_certs = certsrc_new(&p, err, errlen)) == NULL)
+		goto fail;
+	if (rc->kind == ROUTE_MYSQL && mysql_keys_init(err, errlen) == -1)
 		goto fail;
 	if ((rt->rt_stats = route_stats_get(rc->name ? rc->name : "")) ==
 	    NULL) {

@@ -152,7 +152,8 @@ tls_log_fields(const struct conn *c, struct logline *l)
 	char alpn[64];
 
 	ep = &c->c_ep[c->c_route->rt_conf->kind == ROUTE_SERVER ? 0 : 1];
-	if (ep->ep_ssl == NULL || c->c_state == CS_HANDSHAKE)
+	if (ep->ep_ssl == NULL || c->c_state == CS_HANDSHAKE ||
+	    !wolfSSL_is_init_finished(ep->ep_ssl))
 		return;
 	if (wolfSSL_ALPN_GetProtocol(ep->ep_ssl, &proto, &plen) ==
 	    WOLFSSL_SUCCESS && proto != NULL && plen > 0) {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../policy/certset.h"
 #include "conn.h"
 #include "log.h"
 #include "route.h"
@@ -88,6 +89,8 @@ worker_main(void *arg)
 	/* A worker with its listeners paused and no connection has no
 	 * event pending, yet must wait for a wakeup. */
 	event_base_loop(w->w_base, EVLOOP_NO_EXIT_ON_EMPTY);
+	relay_buf_drain();
+	certset_thread_done();
 	return (NULL);
 }
 
