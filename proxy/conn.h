@@ -89,6 +89,7 @@ struct conn {
 	const char		*c_result;	/* "allowed", "denied", "failed" */
 	enum conn_why		 c_why;
 	struct mysql_state	*c_my;		/* mysql routes, until relaying */
+	int			 c_alpn_done;	/* server: ALPN chosen */
 	TAILQ_ENTRY(conn)	 c_entry;
 };
 

@@ -4,6 +4,9 @@
  * the handshake so a denied peer gets an alert and the target is never
  * dialled.
  */
+#include <sys/socket.h>
+
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,10 +34,10 @@ tls_setup(struct conn *c, struct endpoint *ep)
 	if (wolfSSL_set_fd(ssl, ep->ep_fd) != WOLFSSL_SUCCESS)
 		return (-1);
 	wolfSSL_SetCertCbCtx(ssl, c);
-	if (rc->alpn.sl_n > 0) {
+	/* A server route sets ALPN once it has seen the ClientHello. */
+	if (rc->kind != ROUTE_SERVER && rc->alpn.sl_n > 0) {
 		strlist_join(&rc->alpn, ",", alpn, sizeof(alpn));
 		if (wolfSSL_UseALPN(ssl, alpn, (unsigned)strlen(alpn),
-		    rc->kind == ROUTE_SERVER ? WOLFSSL_ALPN_FAILED_ON_MISMATCH :
 		    WOLFSSL_ALPN_CONTINUE_ON_MISMATCH) != WOLFSSL_SUCCESS)
 			return (-1);
 	}
@@ -77,6 +80,126 @@ handshake_reason(struct conn *c, WOLFSSL *ssl, int err)
 		snprintf(c->c_reason, sizeof(c->c_reason), "%s", es);
 }
 
+/*
+ * Find the protocols a ClientHello offers (ALPN extension) in buf.
+ * Returns 1 with the list (length-prefixed names) in list and len, 0 when it
+ * offers none, -1 when more bytes are needed, -2 when it is not a
+ * ClientHello dmtls can read (wolfSSL will judge it).
+ */
+static int
+hello_alpn(const uint8_t *buf, size_t n, const uint8_t **list, size_t *len)
+{
+	size_t rec, off, end, elen, skip;
+
+	if (n < 5)
+		return (-1);
+	if (buf[0] != 22)		/* handshake record */
+		return (-2);
+	rec = (size_t)buf[3] << 8 | buf[4];
+	if (n < 5 + rec)
+		return (-1);
+	end = 5 + rec;
+	if (rec < 4 || buf[5] != 1)	/* client_hello */
+		return (-2);
+	off = 9 + 2 + 32;		/* headers, version, random */
+	if (off + 1 > end)
+		return (-2);
+	off += 1 + buf[off];		/* session id */
+	if (off + 2 > end)
+		return (-2);
+	off += 2 + ((size_t)buf[off] << 8 | buf[off + 1]);	/* suites */
+	if (off + 1 > end)
+		return (-2);
+	off += 1 + buf[off];		/* compression */
+	if (off + 2 > end)
+		return (off == end ? 0 : -2);
+	skip = (size_t)buf[off] << 8 | buf[off + 1];
+	off += 2;
+	if (off + skip > end)
+		return (-2);
+	end = off + skip;
+	while (off + 4 <= end) {
+		elen = (size_t)buf[off + 2] << 8 | buf[off + 3];
+		if (off + 4 + elen > end)
+			return (-2);
+		if (buf[off] == 0 && buf[off + 1] == 16) {	/* ALPN */
+			if (elen < 2)
+				return (-2);
+			*len = (size_t)buf[off + 4] << 8 | buf[off + 5];
+			if (*len + 2 > elen)
+				return (-2);
+			*list = buf + off + 6;
+			return (1);
+		}
+		off += 4 + elen;
+	}
+	return (0);
+}
+
+static int
+offered(const uint8_t *list, size_t len, const char *proto)
+{
+	size_t off = 0, plen = strlen(proto);
+
+	while (off < len) {
+		size_t l = list[off];
+		if (off + 1 + l > len)
+			return (0);
+		if (l == plen && memcmp(list + off + 1, proto, plen) == 0)
+			return (1);
+		off += 1 + l;
+	}
+	return (0);
+}
+
+/*
+ * Server routes select the first protocol of the route's list that the
+ * client offers (wolfSSL alone would follow the client's order): peek at
+ * the ClientHello, then give wolfSSL just that protocol.  A client that
+ * offers only others is refused with no_application_protocol; one that
+ * offers none gets none.  1 done, 0 waiting for more bytes.
+ */
+static int
+alpn_select(struct conn *c, struct endpoint *ep)
+{
+	const struct route_conf *rc = c->c_route->rt_conf;
+	uint8_t buf[16384 + 5];
+	const uint8_t *list = NULL;
+	char all[512];
+	size_t len = 0, i;
+	ssize_t n;
+	int r;
+
+	if (rc->alpn.sl_n == 0)
+		return (1);
+	n = recv(ep->ep_fd, buf, sizeof(buf), MSG_PEEK);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+		ep->ep_rd_wait = EV_READ;
+		return (0);
+	}
+	if (n <= 0)
+		return (1);	/* wolfSSL sees the EOF or error itself */
+	r = hello_alpn(buf, (size_t)n, &list, &len);
+	if (r == -1 && (size_t)n < sizeof(buf)) {
+		/* A ClientHello split over several TCP segments: wait. */
+		ep->ep_rd_wait = EV_READ;
+		return (0);
+	}
+	if (r != 1)
+		return (1);
+	for (i = 0; i < rc->alpn.sl_n; i++)
+		if (offered(list, len, rc->alpn.sl_v[i])) {
+			wolfSSL_UseALPN(ep->ep_ssl, rc->alpn.sl_v[i],
+			    (unsigned)strlen(rc->alpn.sl_v[i]),
+			    WOLFSSL_ALPN_FAILED_ON_MISMATCH);
+			return (1);
+		}
+	strlist_join(&rc->alpn, ",", all, sizeof(all));
+	wolfSSL_UseALPN(ep->ep_ssl, all, (unsigned)strlen(all),
+	    WOLFSSL_ALPN_FAILED_ON_MISMATCH);
+	return (1);
+}
+
 int
 tls_handshake(struct conn *c, struct endpoint *ep)
 {
@@ -85,6 +208,11 @@ tls_handshake(struct conn *c, struct endpoint *ep)
 
 	if (ep->ep_rd_wait || ep->ep_wr_wait)
 		return (0);
+	if (c->c_route->rt_conf->kind == ROUTE_SERVER && !c->c_alpn_done) {
+		if (alpn_select(c, ep) == 0)
+			return (0);
+		c->c_alpn_done = 1;
+	}
 	r = c->c_route->rt_conf->kind == ROUTE_SERVER ? wolfSSL_accept(ssl) :
 	    wolfSSL_connect(ssl);
 	if (r == WOLFSSL_SUCCESS)

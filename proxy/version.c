@@ -72,4 +72,8 @@ version_print(FILE *f)
 #else
 	fprintf(f, "SP math assembly: not built in\n");
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+	fprintf(f, "sanitizers: address, undefined (a test build: slower, "
+	    "more memory)\n");
+#endif
 }

@@ -440,6 +440,14 @@ def test_alpn_http11(dmtls_bin, pki, procs, port):
     assert rec.get("alpn") == "http/1.1", rec["_line"]
 
 
+def test_alpn_route_order_wins(dmtls_bin, pki, procs, port):
+    """A client offering http/1.1 before h2 gets h2: the route's list
+    (h2 first) decides, not the client's order."""
+    selected, rec = _alpn(dmtls_bin, pki, procs, port, ["http/1.1", "h2"])
+    assert selected == "h2"
+    assert rec.get("alpn") == "h2", rec["_line"]
+
+
 def test_alpn_none(dmtls_bin, pki, procs, port):
     """A client offering no ALPN is accepted and gets none."""
     selected, rec = _alpn(dmtls_bin, pki, procs, port, None)
