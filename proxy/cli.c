@@ -78,7 +78,8 @@ usage(FILE *f, const char *kind)
 	    strcmp(kind, "mysql") == 0 ? "[--ssl-cert FILE --ssl-key FILE] " :
 	    "--ssl-cert FILE --ssl-key FILE ",
 	    strcmp(kind, "server") == 0 ? "" : " [--server-name NAME]");
-	fprintf(f, "options: --alpn LIST --workers N --max-conns N "
+	fprintf(f, "options: --alpn LIST --status ADDR --workers N "
+	    "--max-conns N "
 	    "--connect-timeout D --handshake-timeout D --idle-timeout D "
 	    "--close-timeout D --shutdown-timeout D --log-level L "
 	    "--log-format text|json --name NAME\n");

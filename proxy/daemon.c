@@ -105,12 +105,20 @@ daemon_build(struct daemon *d, struct route_conf *rcs, size_t n,
 		if (old != NULL)
 			route_take_listeners(out->rs_v[i], old);
 	}
-	for (i = 0; i < out->rs_n; i++)
-		if (policy_empty(&out->rs_v[i]->rt_conf->sec))
+	for (i = 0; i < out->rs_n; i++) {
+		rc = out->rs_v[i]->rt_conf;
+		if (rc->kind == ROUTE_SERVER && !rc->sec.verify_client)
+			log_msg(LOG_WARN, "no_client_auth", "ROUTE %s DOES NOT "
+			    "ASK CLIENTS FOR A CERTIFICATE (verify-client = "
+			    "false): anyone who reaches %s gets through to %s%s",
+			    rc->name, rc->listen, rc->target,
+			    policy_empty(&rc->sec) ? "" : "; its cert-allowed-* "
+			    "rules are ignored");
+		else if (policy_empty(&rc->sec))
 			log_msg(LOG_WARN, "open_policy", "route %s accepts any "
 			    "certificate signed by %s; set cert-allowed-cn to "
-			    "limit who may connect", out->rs_v[i]->rt_conf->name,
-			    out->rs_v[i]->rt_conf->sec.ssl_ca);
+			    "limit who may connect", rc->name, rc->sec.ssl_ca);
+	}
 	return (0);
 fail:
 	for (i = 0; i < out->rs_n; i++)
