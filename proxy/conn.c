@@ -380,7 +380,9 @@ conn_log(struct conn *c)
 		ev = "denied";
 		lv = LOG_WARN;
 	} else if (strcmp(c->c_result, "failed") == 0) {
-		ev = c->c_state == CS_HANDSHAKE ? "handshake_failed" :
+		ev = c->c_why == WHY_VERIFY || c->c_why == WHY_NOCERT ||
+		    c->c_why == WHY_TIMEOUT || c->c_why == WHY_HANDSHAKE ||
+		    c->c_state == CS_HANDSHAKE ? "handshake_failed" :
 		    "conn_failed";
 		lv = LOG_WARN;
 	}

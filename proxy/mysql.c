@@ -378,6 +378,14 @@ next_packet(struct conn *c, int leg, const uint8_t **p, size_t *n,
 			len = (size_t)ms->ms_in[leg][0] |
 			    (size_t)ms->ms_in[leg][1] << 8 |
 			    (size_t)ms->ms_in[leg][2] << 16;
+			if (len > MY_MAXPKT && leg == SRV &&
+			    ms->ms_phase == MY_GREETING) {
+				snprintf(c->c_reason, sizeof(c->c_reason),
+				    "%s does not speak the MySQL protocol (its "
+				    "first bytes are no MySQL greeting)",
+				    c->c_route->rt_conf->target);
+				return (-1);
+			}
 			if (len > MY_MAXPKT) {
 				snprintf(c->c_reason, sizeof(c->c_reason),
 				    "%s sent a %zu-byte packet during login; "
@@ -587,7 +595,11 @@ on_client_password(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
 		memset(pw, 0, sizeof(pw));
 		return (i);
 	}
-	if (n == 0 || p[n - 1] != 0) {
+	if (n == 0) {
+		consume(ms, CLI, n, seq);
+		return (fail(c, "the client sent an empty password packet"));
+	}
+	if (p[n - 1] != 0) {
 		consume(ms, CLI, n, seq);
 		return (fail(c, "the client sent an encrypted password dmtls "
 		    "cannot read; let the client request the server's public "

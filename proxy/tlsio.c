@@ -265,7 +265,8 @@ tls_verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *store)
 		c->c_result = "denied";
 		c->c_why = WHY_POLICY;
 		snprintf(c->c_reason, sizeof(c->c_reason),
-		    "certificate identity not allowed");
+		    "certificate identity not allowed (CN %.128s)",
+		    id.pi_cn[0] ? id.pi_cn : "absent");
 		return (0);
 	}
 	return (1);

@@ -27,7 +27,6 @@ import socket
 import ssl
 import struct
 import threading
-import time
 
 from backends import _Server, _shut
 
