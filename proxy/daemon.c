@@ -223,16 +223,29 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	if (d->d_stopping)
 		return;
 	d->d_stopping = 1;
+	d->d_signo = (int)sig;
 	notify_send("STOPPING=1");
-	log_msg(LOG_INFO, "stopping", "%s: no new connections; draining "
-	    "open ones for up to %ldms", sig == SIGINT ? "SIGINT" : "SIGTERM",
-	    d->d_g.shutdown_timeout_ms);
+	atomic_store(&d->d_closing, d->d_nworkers);
 	for (i = 0; i < d->d_nworkers; i++)
 		event_active(&d->d_workers[i].w_stop, 0, 0);
 	tv.tv_sec = d->d_g.shutdown_timeout_ms / 1000;
 	tv.tv_usec = (d->d_g.shutdown_timeout_ms % 1000) * 1000;
 	/* The main loop ends at the deadline; workers still busy get cut. */
 	event_base_loopexit(d->d_base, &tv);
+}
+
+/* Every worker closed its listeners: say so only now. */
+static void
+closed_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)fd;
+	(void)what;
+	log_msg(LOG_INFO, "stopping", "%s: listeners closed, no new "
+	    "connections; draining open ones for up to %ldms",
+	    d->d_signo == SIGINT ? "SIGINT" : "SIGTERM",
+	    d->d_g.shutdown_timeout_ms);
 }
 
 static void
@@ -275,6 +288,7 @@ daemon_run(struct daemon *d)
 		evsignal_add(sig[i], NULL);
 	}
 	event_assign(&d->d_switched, d->d_base, -1, 0, switched_cb, d);
+	event_assign(&d->d_closed, d->d_base, -1, 0, closed_cb, d);
 	if (d->d_g.status != NULL &&
 	    (d->d_status = status_start(d, d->d_g.status, err,
 	    sizeof(err))) == NULL) {

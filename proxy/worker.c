@@ -41,6 +41,8 @@ stop_cb(evutil_socket_t fd, short what, void *arg)
 	for (i = 0; i < w->w_routes.rs_n; i++)
 		route_stop_listening(w->w_routes.rs_v[i], w);
 	w->w_draining = 1;
+	if (atomic_fetch_sub(&w->w_d->d_closing, 1) == 1)
+		event_active(&w->w_d->d_closed, 0, 0);
 	if (w->w_nconns == 0)
 		event_base_loopexit(w->w_base, NULL);
 }

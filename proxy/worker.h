@@ -50,6 +50,9 @@ struct daemon {
 	int			 d_nworkers;
 	struct event_base	*d_base;	/* main thread */
 	struct event		 d_switched;
+	struct event		 d_closed;	/* all listeners closed */
+	atomic_int		 d_closing;	/* workers yet to close them */
+	int			 d_signo;	/* the signal that stops us */
 	struct status		*d_status;
 	atomic_int		 d_forced;	/* connections were cut */
 	int			 d_stopping;

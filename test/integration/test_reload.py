@@ -28,7 +28,7 @@ import pytest
 
 from backends import DuplexServer, EchoServer, pattern_sha256, wait_until
 from conftest import free_port
-from tlsclient import client_context, tls_connect
+from tlsclient import client_context
 
 MIB = 1 << 20
 RELOAD_TIMEOUT = 10  # seconds a reload may take to log its outcome
@@ -418,7 +418,14 @@ def test_sigterm_drains_transfers_and_exits_0(dmtls_bin, pki, procs, tmp_path):
             d.kill(signal.SIGTERM)
             d.wait_log(r"event=stopping", since=since)
             assert all(t.is_alive() for t in downloads), "transfers ended before SIGTERM"
-            assert connect_refused(port), "a new connection was accepted after SIGTERM"
+            # event=stopping is logged by the main thread as it asks the
+            # workers to close their listeners: allow them a moment, then
+            # every new connection must be refused
+            wait_until(lambda: connect_refused(port), 1,
+                       "new connections to be refused after SIGTERM")
+            for _ in range(5):
+                assert connect_refused(port), "a new connection was accepted after SIGTERM"
+                time.sleep(0.02)
         finally:
             slow.clear()
             for t in downloads:

@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import tempfile
 import time
 import uuid
@@ -32,6 +33,7 @@ EXAMPLE_DIR = os.path.join(REPO, "conf.d")
 UNITS = sorted(glob.glob(os.path.join(UNIT_DIR, "*.service")) +
                glob.glob(os.path.join(UNIT_DIR, "*.socket")))
 EXAMPLES = sorted(glob.glob(os.path.join(EXAMPLE_DIR, "*.conf")))
+SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)  # Linux; SCM_TIMESTAMP is the same
 
 
 # -- helpers -----------------------------------------------------------------
@@ -57,11 +59,14 @@ def write_conf(path, pki, listen, target):
 class NotifySocket:
     """A unix datagram socket standing in for systemd's notify socket.
     `abstract=True` binds an abstract name (NOTIFY_SOCKET=@name).  .env is
-    the environment to give dmtls; .messages lists (time, assignment)
-    received so far."""
+    the environment to give dmtls; .messages lists [arrival time (Unix
+    time, from SO_TIMESTAMP), assignment, consumed] received so far."""
 
     def __init__(self, abstract=False):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        # timestamps from the kernel, so a busy test process does not skew
+        # the intervals measured between datagrams
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
         self.dir = None
         if abstract:
             name = "dmtls-test-%s" % uuid.uuid4().hex
@@ -87,10 +92,14 @@ class NotifySocket:
                 return None
             self.sock.settimeout(left)
             try:
-                data = self.sock.recv(4096)
+                data, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(16))
             except socket.timeout:
                 return None
-            now = time.monotonic()
+            now = time.time()
+            for level, kind, raw in anc:  # the kernel's arrival time
+                if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMP) and len(raw) >= 16:
+                    sec, usec = struct.unpack("@qq", raw[:16])
+                    now = sec + usec / 1e6
             for line in data.decode(errors="replace").splitlines():
                 if line:
                     self.messages.append([now, line, False])
