@@ -50,6 +50,15 @@ struct certsrc {
 	int			 src_bad_valid;
 	uint64_t		 src_ok;
 	uint64_t		 src_err;
+	/*
+	 * The files' stat when their bytes were last found to be the set in
+	 * use.  A new connection whose stat of all three matches skips
+	 * reading them.  Recorded only for files whose last change is over a
+	 * second old ("racy" files are read every time), so a change made in
+	 * the same clock tick as the recorded one cannot hide.
+	 */
+	struct stat		 src_st[F_COUNT];
+	int			 src_st_valid;
 	time_t			 src_last_time;	/* last build attempt */
 	int			 src_last_ok;
 	char			 src_last_err[1024];
@@ -455,6 +464,52 @@ read_all(const struct certsrc *src, struct filebuf *files, int *bad,
 	return (0);
 }
 
+/* Stat the route's files; -1 when one cannot be stat'ed. */
+static int
+stat_all(const struct certsrc *src, struct stat *st)
+{
+	int i;
+
+	for (i = 0; i < F_COUNT; i++) {
+		memset(&st[i], 0, sizeof(st[i]));
+		if (src->src_path[i] != NULL && stat(src->src_path[i], &st[i]) ==
+		    -1)
+			return (-1);
+	}
+	return (0);
+}
+
+static int
+same_stat(const struct stat *a, const struct stat *b)
+{
+	int i;
+
+	for (i = 0; i < F_COUNT; i++)
+		if (a[i].st_dev != b[i].st_dev || a[i].st_ino != b[i].st_ino ||
+		    a[i].st_size != b[i].st_size ||
+		    a[i].st_mtim.tv_sec != b[i].st_mtim.tv_sec ||
+		    a[i].st_mtim.tv_nsec != b[i].st_mtim.tv_nsec ||
+		    a[i].st_ctim.tv_sec != b[i].st_ctim.tv_sec ||
+		    a[i].st_ctim.tv_nsec != b[i].st_ctim.tv_nsec)
+			return (0);
+	return (1);
+}
+
+/* 1 when no file changed within the last second before now. */
+static int
+settled(const struct stat *st)
+{
+	struct timespec now;
+	int i;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	for (i = 0; i < F_COUNT; i++)
+		if (st[i].st_ctim.tv_sec >= now.tv_sec - 1 ||
+		    st[i].st_mtim.tv_sec >= now.tv_sec - 1)
+			return (0);
+	return (1);
+}
+
 static int
 same_bytes(const struct certset *cs, const struct filebuf *files)
 {
@@ -541,20 +596,39 @@ certsrc_acquire(struct certsrc *src)
 {
 	struct certset *cs, *fresh = NULL;
 	struct filebuf *files = tls_read;
+	struct stat st[F_COUNT];
 	char why[512];
-	int bad = F_CA, rdok;
+	int bad = F_CA, rdok, statok;
 
 	if (!src->src_p.rc->reread)
 		return (certsrc_current(src));
-	rdok = read_all(src, files, &bad, why, sizeof(why)) == 0;
-
+	/* Fast path: the files have not changed since their bytes were
+	 * last read and found to be the set in use. */
+	statok = stat_all(src, st) == 0;
 	pthread_mutex_lock(&src->src_lock);
-	if (rdok && same_bytes(src->src_cur, files)) {
+	if (statok && src->src_st_valid && same_stat(st, src->src_st)) {
 		cs = src->src_cur;
 		atomic_fetch_add(&cs->cs_refs, 1);
 		pthread_mutex_unlock(&src->src_lock);
 		return (cs);
 	}
+	pthread_mutex_unlock(&src->src_lock);
+
+	rdok = read_all(src, files, &bad, why, sizeof(why)) == 0;
+	pthread_mutex_lock(&src->src_lock);
+	if (rdok && same_bytes(src->src_cur, files)) {
+		/* The stat taken before reading describes these bytes or
+		 * older ones: a later change shows as a different stat. */
+		if (statok && settled(st)) {
+			memcpy(src->src_st, st, sizeof(src->src_st));
+			src->src_st_valid = 1;
+		}
+		cs = src->src_cur;
+		atomic_fetch_add(&cs->cs_refs, 1);
+		pthread_mutex_unlock(&src->src_lock);
+		return (cs);
+	}
+	src->src_st_valid = 0;
 	/* Changed or unreadable: build under the lock, so one worker builds
 	 * a given state and the others then find it published. */
 	if (rdok)

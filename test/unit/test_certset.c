@@ -260,6 +260,69 @@ test_no_reread_keeps_first_set(void **state)
 	route_conf_free(&rc);
 }
 
+static void
+test_settled_files_changed_later_are_seen(void **state)
+{
+	struct route_conf rc;
+	struct certsrc *src;
+	struct certset *a, *b;
+	char err[512];
+
+	(void)state;
+	use("a");
+	src = new_src(&rc, err, sizeof(err));
+	assert_non_null(src);
+	/* Let the files settle, so their stat is trusted from now on. */
+	sleep(2);
+	a = certsrc_acquire(src);
+	b = certsrc_acquire(src);
+	assert_ptr_equal(a, b);
+	certset_release(b);
+	/* In-place rewrite (same inode) and rename-over both show. */
+	sh("cat %s/b.pem > %s && cat %s/b-key.pem > %s", dir, path_cert, dir,
+	    path_key);
+	b = certsrc_acquire(src);
+	assert_ptr_not_equal(a, b);
+	assert_string_equal(certset_subject(b), "CN=dm2");
+	certset_release(a);
+	certset_release(b);
+	sleep(2);
+	a = certsrc_acquire(src);
+	use("a");
+	b = certsrc_acquire(src);
+	assert_string_equal(certset_subject(b), "CN=dm");
+	certset_release(a);
+	certset_release(b);
+	certsrc_free(src);
+	route_conf_free(&rc);
+}
+
+static void
+test_same_size_rewrite_in_the_same_tick_is_seen(void **state)
+{
+	struct route_conf rc;
+	struct certsrc *src;
+	struct certset *a;
+	uint64_t ok, bad;
+	char err[512];
+
+	(void)state;
+	use("a");
+	src = new_src(&rc, err, sizeof(err));
+	assert_non_null(src);
+	a = certsrc_acquire(src);
+	/* EC keys in PEM all have one size: an in-place rewrite right after
+	 * the first write may keep size and timestamps.  It must still be
+	 * read (and found not to match the certificate). */
+	sh("cat %s/b-key.pem > %s", dir, path_key);
+	certset_release(certsrc_acquire(src));
+	certsrc_stats(src, &ok, &bad);
+	assert_int_equal(bad, 1);
+	certset_release(a);
+	certsrc_free(src);
+	route_conf_free(&rc);
+}
+
 int
 main(void)
 {
@@ -269,6 +332,8 @@ main(void)
 		cmocka_unit_test(test_broken_files_keep_last_good_set),
 		cmocka_unit_test(test_broken_at_start_names_file_and_reason),
 		cmocka_unit_test(test_no_reread_keeps_first_set),
+		cmocka_unit_test(test_settled_files_changed_later_are_seen),
+		cmocka_unit_test(test_same_size_rewrite_in_the_same_tick_is_seen),
 	};
 
 	wolfSSL_Init();
