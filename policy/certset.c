@@ -617,6 +617,13 @@ certsrc_acquire(struct certsrc *src)
 	rdok = read_all(src, files, &bad, why, sizeof(why)) == 0;
 	pthread_mutex_lock(&src->src_lock);
 	if (rdok && same_bytes(src->src_cur, files)) {
+		if (!src->src_last_ok) {
+			/* Back to the set in use after a broken state. */
+			src->src_last_ok = 1;
+			src->src_last_time = time(NULL);
+			src->src_last_err[0] = '\0';
+			src->src_bad_valid = 0;
+		}
 		/* The stat taken before reading describes these bytes or
 		 * older ones: a later change shows as a different stat. */
 		if (statok && settled(st)) {

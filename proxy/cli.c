@@ -78,9 +78,9 @@ usage(FILE *f, const char *kind)
 	    strcmp(kind, "mysql") == 0 ? "[--ssl-cert FILE --ssl-key FILE] " :
 	    "--ssl-cert FILE --ssl-key FILE ",
 	    strcmp(kind, "server") == 0 ? "" : " [--server-name NAME]");
-	fprintf(f, "options: --alpn LIST --status ADDR --workers N "
-	    "--max-conns N "
-	    "--connect-timeout D --handshake-timeout D --idle-timeout D "
+	fprintf(f, "options: %s--status ADDR --workers N --max-conns N ",
+	    strcmp(kind, "mysql") == 0 ? "" : "--alpn LIST ");
+	fprintf(f, "--connect-timeout D --handshake-timeout D --idle-timeout D "
 	    "--close-timeout D --shutdown-timeout D --log-level L "
 	    "--log-format text|json --name NAME\n");
 }

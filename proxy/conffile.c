@@ -269,6 +269,16 @@ load_security(struct loadctx *lc, const config_setting_t *g,
 	    -1 ||
 	    get_bool(lc, g, "verify-client", &sec->verify_client) == -1)
 		return (-1);
+	/* An empty string clears an inherited file (a mysql route that
+	 * presents no client certificate under a top level that has one). */
+	if (sec->ssl_cert != NULL && sec->ssl_cert[0] == '\0') {
+		free(sec->ssl_cert);
+		sec->ssl_cert = NULL;
+	}
+	if (sec->ssl_key != NULL && sec->ssl_key[0] == '\0') {
+		free(sec->ssl_key);
+		sec->ssl_key = NULL;
+	}
 	return (0);
 }
 
@@ -356,6 +366,9 @@ load_route(struct loadctx *lc, const config_setting_t *g,
 	if ((rc->sec.ssl_cert == NULL) != (rc->sec.ssl_key == NULL))
 		return (errat(lc, g, "route %s: ssl-cert and ssl-key go "
 		    "together", rc->name));
+	if (rc->kind == ROUTE_MYSQL && alpn_present && rc->alpn.sl_n > 0)
+		return (errat(lc, config_setting_get_member(g, "alpn"),
+		    "alpn is not used on mysql routes; remove it"));
 	if (rc->kind == ROUTE_SERVER && rc->sec.server_name != NULL &&
 	    (s = config_setting_get_member(g, "security")) != NULL &&
 	    config_setting_get_member(s, "server-name") != NULL)

@@ -213,6 +213,11 @@ conn_accept(struct worker *w, struct route_rt *rt, int fd,
 	 * disk now (or the last good set when the files are broken). */
 	c->c_cs = certsrc_acquire(rt->rt_certs);
 
+	/* A MySQL client hears about any failure from now on as an ERR. */
+	if (rt->rt_conf->kind == ROUTE_MYSQL && mysql_begin(c) == -1) {
+		conn_fail(c, "failed", "out of memory");
+		return;
+	}
 	if (rt->rt_conf->kind == ROUTE_SERVER) {
 		if (tls_setup(c, &c->c_ep[0]) == -1) {
 			conn_fail(c, "failed", "cannot create a TLS session");
@@ -312,10 +317,6 @@ conn_step(struct conn *c)
 				break;
 			}
 			if (c->c_route->rt_conf->kind == ROUTE_MYSQL) {
-				if (mysql_begin(c) == -1) {
-					conn_fail(c, "failed", "out of memory");
-					return;
-				}
 				conn_set_state(c, CS_MYSQL);
 				break;
 			}

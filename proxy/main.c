@@ -21,9 +21,12 @@ usage(FILE *f)
 	    "       dmtls client --listen ADDR --target ADDR --ssl-ca F "
 	    "--ssl-cert F --ssl-key F [--cert-allowed-cn CN]... "
 	    "[--server-name NAME] [OPTIONS]\n"
+	    "       dmtls mysql --listen ADDR --target ADDR --ssl-ca F "
+	    "[--ssl-cert F --ssl-key F] [--cert-allowed-cn CN]... "
+	    "[--server-name NAME] [OPTIONS]\n"
 	    "       dmtls run [-c FILE]\n"
 	    "       dmtls check [-c FILE]\n"
-	    "       dmtls check server|client ROUTE-FLAGS\n"
+	    "       dmtls check server|client|mysql ROUTE-FLAGS\n"
 	    "       dmtls version\n");
 }
 

@@ -364,3 +364,33 @@ def test_route_security_overrides_top_level_key_by_key(dmtls_bin, pki, procs, tm
             with ctx.wrap_socket(raw, server_hostname="localhost") as s:
                 subject = dict(x[0] for x in s.getpeercert()["subject"])
         assert subject.get("commonName") == "dm", subject
+
+
+def test_alpn_on_mysql_route_refused(dmtls_bin, pki, tmp_path):
+    """A mysql route has no ALPN: an alpn list there is an error at its line."""
+    conf, text = write_conf(tmp_path / "dmtls.conf", security_lines(pki) + [
+        "routes = (",
+        '  { name = "db"; kind = "mysql"; listen = "%s";' % loopback(),
+        '    target = "127.0.0.1:3306";',
+        '    alpn = ["h2"]; }',
+        ");"])
+    r = run_config(dmtls_bin, "run", conf)
+    assert r.returncode == 2, r.stderr
+    assert "%s:%d:" % (conf, line_of(text, "alpn")) in r.stderr, r.stderr
+    assert "mysql" in r.stderr
+
+
+def test_empty_ssl_cert_clears_inherited_one(dmtls_bin, pki, tmp_path):
+    """ssl-cert = ""; ssl-key = ""; in a route drops the top-level client
+    certificate (a mysql route toward a server that wants none); the route
+    then presents no certificate, which `check` shows as no cert= field."""
+    conf, text = write_conf(tmp_path / "dmtls.conf", security_lines(pki) + [
+        "routes = (",
+        '  { name = "db"; kind = "mysql"; listen = "%s";' % loopback(),
+        '    target = "127.0.0.1:3306";',
+        '    security = { ssl-cert = ""; ssl-key = ""; }; }',
+        ");"])
+    r = run_config(dmtls_bin, "check", conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = [l for l in r.stdout.splitlines() if l.startswith("db:")][0]
+    assert "cert=" not in line, line

@@ -682,3 +682,16 @@ def test_garbage_and_truncated_packets_never_crash(dmtls_bin, pki, procs, fake):
     finally:
         conn.close()
     assert not failures, "\n".join(failures) + "\n\ndmtls log:\n" + d.log()
+
+
+def test_server_unreachable_gets_clear_err(dmtls_bin, pki, procs):
+    """Nothing listens at the target: the client, still waiting for the
+    greeting, gets ERR 1043 (sequence id 0) naming dmtls and the refused
+    connect, not a bare close."""
+    d, port = start_route(procs, dmtls_bin, pki, free_port())
+    with FakeClient(port) as c:
+        how, what = c.read_outcome()
+    assert how == "err", (how, what, d.log())
+    assert_dmtls_err(what, r"connect to 127\.0\.0\.1:\d+: Connection refused",
+                     log=d.log())
+    d.wait_log(r"event=conn_failed route=%s .*Connection refused" % ROUTE)

@@ -332,3 +332,38 @@ def test_status_flag_on_command_line_route(dmtls_bin, pki, procs):
     assert code == 200
     m = parse_metrics(body)
     assert sample(m, "dmtls_connections_total", route="cli", result="allowed") == 0
+
+
+def test_status_last_reload_recovers_when_files_are_fixed(dmtls_bin, pki, procs, tmp_path):
+    """A broken key shows in /status as last_reload ok=false with the file
+    named; putting the original bytes back (the set still in use) turns it
+    ok again, and a second break of the same kind is logged again."""
+    import shutil
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    shutil.copy(pki.path("dm"), cert)
+    shutil.copy(pki.key("dm"), key)
+    port, status_port = free_port(), free_port()
+    argv = [dmtls_bin, "server", "--listen", "127.0.0.1:%d" % port,
+            "--target", "127.0.0.1:%d" % free_port(), "--ssl-ca", pki.ca,
+            "--ssl-cert", str(cert), "--ssl-key", str(key),
+            "--cert-allowed-cn", "dm", "--name", "x", "--status",
+            "127.0.0.1:%d" % status_port]
+    d = procs.start(argv, name="dmtls-server")
+    d.wait_log(r"event=ready", timeout=10)
+
+    def last():
+        code, _, body = get(status_port, "/status")
+        assert code == 200
+        return json.loads(body)["routes"][0]["certificate"]["last_reload"]
+
+    for round_ in (1, 2):
+        open(key, "w").close()                      # empty key
+        tls_refused(port, pki)                      # a connection rereads
+        st = last()
+        assert st["ok"] is False and str(key) in st["error"], st
+        wait_until(lambda: d.log().count("event=cert_reload_failed") == round_,
+                   5, "cert_reload_failed logged %d time(s)" % round_)
+        shutil.copy(pki.key("dm"), key)             # fixed: the set in use
+        tls_refused(port, pki)
+        st = last()
+        assert st["ok"] is True and st["error"] == "", st
