@@ -378,6 +378,8 @@ certset_build(const struct certsrc *src, struct filebuf *files, int *bad,
 		goto fail;
 	}
 	wolfSSL_CTX_SetMinVersion(cs->cs_ctx, WOLFSSL_TLSV1_2);
+	/* One send() per handshake flight, not one per message. */
+	wolfSSL_CTX_set_group_messages(cs->cs_ctx);
 	if (wolfSSL_CTX_set_cipher_list(cs->cs_ctx, AEAD_CIPHERS) !=
 	    WOLFSSL_SUCCESS) {
 		snprintf(err, errlen, "cannot set the AEAD cipher list");

@@ -473,8 +473,13 @@ conn_close(struct conn *c, const char *reason)
 
 		if (ep->ep_armed)
 			event_del(&ep->ep_ev);
+		/* Best effort: an alert or close_notify still staged. */
+		if (tls_pending(ep))
+			(void)tls_flush(ep);
 		if (ep->ep_ssl != NULL)
 			wolfSSL_free(ep->ep_ssl);
+		relay_buf_put(ep->ep_ra);
+		relay_buf_put(ep->ep_wa);
 		if (ep->ep_fd != -1) {
 			drain(ep->ep_fd);
 			close(ep->ep_fd);

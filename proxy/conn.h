@@ -23,7 +23,10 @@ struct certset;
 struct mysql_state;
 
 #define CONN_MAGIC	0x636f6e6eU	/* "conn" */
-#define RELAY_BUFSZ	16384		/* one TLS record of plaintext */
+#define RELAY_BUFSZ	65536		/* pooled buffer size */
+/* Plaintext read per round: four TLS records, whose framing still fits in
+ * one RELAY_BUFSZ buffer of staged TLS output. */
+#define RELAY_READMAX	(RELAY_BUFSZ - 1024)
 
 /* Why a connection was refused or failed, for metrics. */
 enum conn_why {
@@ -53,6 +56,13 @@ struct endpoint {
 	short		 ep_armed;	/* EV_READ|EV_WRITE in the event base */
 	short		 ep_rd_wait;	/* a read is blocked until this fires */
 	short		 ep_wr_wait;	/* a write is blocked until this fires */
+	uint8_t		*ep_ra;		/* TLS read-ahead (pooled), or NULL */
+	uint32_t	 ep_ra_off;
+	uint32_t	 ep_ra_len;
+	uint8_t		*ep_wa;		/* TLS output staged (pooled), or NULL */
+	uint32_t	 ep_wa_off;
+	uint32_t	 ep_wa_len;
+	unsigned	 ep_notify_sent:1; /* close_notify staged */
 	unsigned	 ep_rd_eof:1;	/* the peer ended its sending side */
 	unsigned	 ep_closed_notify:1; /* ... with a TLS close_notify */
 };
@@ -135,6 +145,16 @@ void relay_buf_put(uint8_t *);
 
 /* relay_buf_drain(): free the calling thread's pool (at thread exit). */
 void relay_buf_drain(void);
+
+/*
+ * tls_flush(ep): send the TLS output staged for ep (records of a write, a
+ * handshake flight, an alert).  1 all sent, 0 would block (ep_wr_wait set),
+ * -1 error (errno).
+ */
+int tls_flush(struct endpoint *);
+
+/* tls_pending(ep): 1 while TLS output is staged for ep. */
+#define tls_pending(ep)	((ep)->ep_wa_len > (ep)->ep_wa_off)
 
 /* tls_verify_cb: the identity policy inside the handshake (certset). */
 int tls_verify_cb(int, WOLFSSL_X509_STORE_CTX *);

@@ -113,7 +113,13 @@ endpoint_write(struct endpoint *ep, const uint8_t *buf, size_t len,
 	if (ep->ep_ssl != NULL) {
 		n = wolfSSL_write(ep->ep_ssl, buf, (int)len);
 		if (n > 0) {
+			/* The records are staged; send them now if the
+			 * socket takes them (else ep_wr_wait says so). */
 			*put = (size_t)n;
+			if (tls_flush(ep) == -1) {
+				*err = SOCKET_ERROR_E;
+				return (IO_ERR);
+			}
 			return (IO_OK);
 		}
 		return (tls_result(ep, (int)n, &ep->ep_wr_wait, err));
@@ -141,14 +147,20 @@ ep_shutdown(struct endpoint *ep, int *err)
 	int r;
 
 	if (ep->ep_ssl != NULL) {
-		r = wolfSSL_shutdown(ep->ep_ssl);
-		if (r != WOLFSSL_SUCCESS && r != WOLFSSL_SHUTDOWN_NOT_DONE) {
-			enum io io = tls_result(ep, r, &ep->ep_wr_wait, err);
-			if (io == IO_WAIT)
+		if (!ep->ep_notify_sent) {
+			/* Stages close_notify (sent once, never retried). */
+			r = wolfSSL_shutdown(ep->ep_ssl);
+			ep->ep_notify_sent = 1;
+			(void)r;
+		}
+		if (tls_pending(ep)) {
+			r = tls_flush(ep);
+			if (r == 0)
 				return (IO_WAIT);
-			/* The peer is gone already: nothing more to say. */
+			/* r == -1: the peer is gone; nothing more to say. */
 		}
 	}
+	(void)err;
 	shutdown(ep->ep_fd, SHUT_WR);
 	return (IO_OK);
 }
@@ -201,10 +213,26 @@ half_pump(struct conn *c, struct half *h, const char *side)
 			conn_fail(c, "allowed", "out of memory");
 			return (-1);
 		}
-		io = endpoint_read(src, h->h_buf, RELAY_BUFSZ, &n, &err);
+		io = endpoint_read(src, h->h_buf, RELAY_READMAX, &n, &err);
+		/* wolfSSL returns a record per read: gather a few, so the
+		 * plaintext side gets one large send. */
+		while (io == IO_OK && src->ep_ssl != NULL &&
+		    h->h_len + n < RELAY_READMAX) {
+			size_t more;
+			h->h_len += n;
+			h->h_bytes += n;
+			if (endpoint_read(src, h->h_buf + h->h_len,
+			    RELAY_READMAX - h->h_len, &more, &err) != IO_OK) {
+				/* A wait is recorded; an EOF or error shows
+				 * again on the next read. */
+				n = 0;
+				break;
+			}
+			n = more;
+		}
 		switch (io) {
 		case IO_OK:
-			h->h_len = n;
+			h->h_len += n;
 			h->h_bytes += n;
 			moved = 1;
 			break;
@@ -242,6 +270,19 @@ relay_pump(struct conn *c)
 	int up, down;
 
 	do {
+		/* TLS output staged by an earlier write goes out first. */
+		if (tls_pending(&c->c_ep[0]) && c->c_ep[0].ep_wr_wait == 0 &&
+		    tls_flush(&c->c_ep[0]) == -1) {
+			conn_fail(c, "allowed", "write to client: %s",
+			    strerror(errno));
+			return (-1);
+		}
+		if (tls_pending(&c->c_ep[1]) && c->c_ep[1].ep_wr_wait == 0 &&
+		    tls_flush(&c->c_ep[1]) == -1) {
+			conn_fail(c, "allowed", "write to target: %s",
+			    strerror(errno));
+			return (-1);
+		}
 		if ((up = half_pump(c, &c->c_up, "target")) == -1)
 			return (-1);
 		if ((down = half_pump(c, &c->c_down, "client")) == -1)
@@ -261,7 +302,8 @@ relay_interest(const struct conn *c, const struct endpoint *ep)
 	if (!ep->ep_rd_eof && in->h_len == 0)
 		want |= ep->ep_rd_wait;
 	/* Writing: while bytes or the EOF are waiting to go out. */
-	if (out->h_len > out->h_off || (out->h_src->ep_rd_eof && !out->h_done))
+	if (out->h_len > out->h_off || (out->h_src->ep_rd_eof && !out->h_done) ||
+	    tls_pending(ep))
 		want |= ep->ep_wr_wait;
 	return (want);
 }

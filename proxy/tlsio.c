@@ -13,12 +13,138 @@
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 #include <wolfssl/error-ssl.h>
+#include <wolfssl/wolfio.h>
 
 #include "../policy/certset.h"
 #include "../policy/policy.h"
 #include "conn.h"
 #include "log.h"
 #include "route.h"
+
+/*
+ * wolfSSL reads a record in two calls (its 5-byte header, then the body).
+ * This receive callback reads ahead into a pooled buffer, so one recv()
+ * usually serves a whole record or a whole handshake flight; large reads
+ * with nothing staged go straight into wolfSSL's buffer.  The buffer goes
+ * back to the pool as soon as it is empty, and data staged here is always
+ * consumed before WANT_READ is reported, so no wakeup is lost.
+ */
+static int
+tls_recv_cb(WOLFSSL *ssl, char *buf, int sz, void *arg)
+{
+	struct endpoint *ep = arg;
+	size_t n;
+	ssize_t r;
+
+	(void)ssl;
+	if (ep->ep_ra_len == 0 && sz < RELAY_BUFSZ / 2) {
+		if (ep->ep_ra == NULL && (ep->ep_ra = relay_buf_get()) == NULL)
+			return (WOLFSSL_CBIO_ERR_GENERAL);
+		r = recv(ep->ep_fd, ep->ep_ra, RELAY_BUFSZ, 0);
+		if (r > 0) {
+			ep->ep_ra_off = 0;
+			ep->ep_ra_len = (uint32_t)r;
+		}
+	} else if (ep->ep_ra_len == 0)
+		r = recv(ep->ep_fd, buf, (size_t)sz, 0);
+	else
+		r = 1;
+	if (r > 0 && ep->ep_ra_len > 0) {
+		n = ep->ep_ra_len - ep->ep_ra_off;
+		if (n > (size_t)sz)
+			n = (size_t)sz;
+		memcpy(buf, ep->ep_ra + ep->ep_ra_off, n);
+		ep->ep_ra_off += (uint32_t)n;
+		if (ep->ep_ra_off == ep->ep_ra_len) {
+			ep->ep_ra_off = ep->ep_ra_len = 0;
+			relay_buf_put(ep->ep_ra);
+			ep->ep_ra = NULL;
+		}
+		return ((int)n);
+	}
+	if (r > 0)
+		return ((int)r);
+	if (ep->ep_ra != NULL && ep->ep_ra_len == 0) {
+		relay_buf_put(ep->ep_ra);
+		ep->ep_ra = NULL;
+	}
+	if (r == 0)
+		return (WOLFSSL_CBIO_ERR_CONN_CLOSE);
+	if (errno == EAGAIN || errno == EWOULDBLOCK)
+		return (WOLFSSL_CBIO_ERR_WANT_READ);
+	if (errno == EINTR)
+		return (WOLFSSL_CBIO_ERR_ISR);
+	if (errno == ECONNRESET)
+		return (WOLFSSL_CBIO_ERR_CONN_RST);
+	return (WOLFSSL_CBIO_ERR_GENERAL);
+}
+
+int
+tls_flush(struct endpoint *ep)
+{
+	ssize_t n;
+
+	while (ep->ep_wa_off < ep->ep_wa_len) {
+		n = send(ep->ep_fd, ep->ep_wa + ep->ep_wa_off,
+		    ep->ep_wa_len - ep->ep_wa_off, MSG_NOSIGNAL);
+		if (n > 0) {
+			ep->ep_wa_off += (uint32_t)n;
+			continue;
+		}
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			ep->ep_wr_wait = EV_WRITE;
+			return (0);
+		}
+		return (-1);
+	}
+	ep->ep_wa_off = ep->ep_wa_len = 0;
+	relay_buf_put(ep->ep_wa);
+	ep->ep_wa = NULL;
+	return (1);
+}
+
+/*
+ * wolfSSL sends each record (and each handshake message) in its own call.
+ * This send callback stages them, so a write of four records or a whole
+ * handshake flight leaves in one send(); tls_flush() sends what is staged.
+ * When the stage is full and the socket will not take more, wolfSSL sees
+ * WANT_WRITE and retries the same write later, as it requires.
+ */
+static int
+tls_send_cb(WOLFSSL *ssl, char *buf, int sz, void *arg)
+{
+	struct endpoint *ep = arg;
+	size_t room;
+
+	(void)ssl;
+	if (ep->ep_wa == NULL && (ep->ep_wa = relay_buf_get()) == NULL)
+		return (WOLFSSL_CBIO_ERR_GENERAL);
+	room = RELAY_BUFSZ - ep->ep_wa_len;
+	if ((size_t)sz > room) {
+		if (ep->ep_wa_off > 0) {
+			memmove(ep->ep_wa, ep->ep_wa + ep->ep_wa_off,
+			    ep->ep_wa_len - ep->ep_wa_off);
+			ep->ep_wa_len -= ep->ep_wa_off;
+			ep->ep_wa_off = 0;
+		}
+		if (tls_flush(ep) == -1)
+			return (errno == EPIPE || errno == ECONNRESET ?
+			    WOLFSSL_CBIO_ERR_CONN_CLOSE :
+			    WOLFSSL_CBIO_ERR_GENERAL);
+		if (ep->ep_wa == NULL && (ep->ep_wa = relay_buf_get()) == NULL)
+			return (WOLFSSL_CBIO_ERR_GENERAL);
+		room = RELAY_BUFSZ - ep->ep_wa_len;
+		if (room == 0)
+			return (WOLFSSL_CBIO_ERR_WANT_WRITE);
+		if ((size_t)sz > room)
+			sz = (int)room;
+	}
+	memcpy(ep->ep_wa + ep->ep_wa_len, buf, (size_t)sz);
+	ep->ep_wa_len += (uint32_t)sz;
+	return (sz);
+}
 
 int
 tls_setup(struct conn *c, struct endpoint *ep)
@@ -33,6 +159,10 @@ tls_setup(struct conn *c, struct endpoint *ep)
 	ep->ep_ssl = ssl;
 	if (wolfSSL_set_fd(ssl, ep->ep_fd) != WOLFSSL_SUCCESS)
 		return (-1);
+	wolfSSL_SSLSetIORecv(ssl, tls_recv_cb);
+	wolfSSL_SetIOReadCtx(ssl, ep);
+	wolfSSL_SSLSetIOSend(ssl, tls_send_cb);
+	wolfSSL_SetIOWriteCtx(ssl, ep);
 	wolfSSL_SetCertCbCtx(ssl, c);
 	/* A server route sets ALPN once it has seen the ClientHello. */
 	if (rc->kind != ROUTE_SERVER && rc->alpn.sl_n > 0) {
@@ -208,6 +338,18 @@ tls_handshake(struct conn *c, struct endpoint *ep)
 
 	if (ep->ep_rd_wait || ep->ep_wr_wait)
 		return (0);
+	if (wolfSSL_is_init_finished(ssl)) {
+		/* Done; only the last flight may still be staged. */
+		if (tls_pending(ep) && tls_flush(ep) == -1) {
+			snprintf(c->c_reason, sizeof(c->c_reason), "peer closed "
+			    "the connection during the handshake");
+			c->c_result = "failed";
+			c->c_why = WHY_HANDSHAKE;
+			conn_close(c, NULL);
+			return (-1);
+		}
+		return (tls_pending(ep) ? 0 : 1);
+	}
 	if (c->c_route->rt_conf->kind == ROUTE_SERVER && !c->c_alpn_done) {
 		if (alpn_select(c, ep) == 0)
 			return (0);
@@ -215,9 +357,12 @@ tls_handshake(struct conn *c, struct endpoint *ep)
 	}
 	r = c->c_route->rt_conf->kind == ROUTE_SERVER ? wolfSSL_accept(ssl) :
 	    wolfSSL_connect(ssl);
-	if (r == WOLFSSL_SUCCESS)
-		return (1);
-	err = wolfSSL_get_error(ssl, r);
+	err = r == WOLFSSL_SUCCESS ? 0 : wolfSSL_get_error(ssl, r);
+	/* Send the flight (or the alert) wolfSSL staged. */
+	if (tls_pending(ep) && tls_flush(ep) == -1 && err == 0)
+		err = SOCKET_ERROR_E;
+	if (r == WOLFSSL_SUCCESS && err == 0)
+		return (tls_pending(ep) ? 0 : 1);
 	if (err == WOLFSSL_ERROR_WANT_READ) {
 		ep->ep_rd_wait = EV_READ;
 		return (0);
