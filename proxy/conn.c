@@ -72,6 +72,8 @@ ep_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	assert(c->c_magic == CONN_MAGIC);
 	/* A wait is over when the event it waits for fired. */
+	if (what & EV_READ)
+		ep->ep_drained = 0;
 	if (ep->ep_rd_wait & what)
 		ep->ep_rd_wait = 0;
 	if (ep->ep_wr_wait & what)

@@ -64,6 +64,7 @@ struct endpoint {
 	uint32_t	 ep_wa_len;
 	unsigned	 ep_notify_sent:1; /* close_notify staged */
 	unsigned	 ep_rd_eof:1;	/* the peer ended its sending side */
+	unsigned	 ep_drained:1;	/* the last recv() came back short */
 	unsigned	 ep_closed_notify:1; /* ... with a TLS close_notify */
 };
 

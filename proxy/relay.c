@@ -89,9 +89,19 @@ endpoint_read(struct endpoint *ep, uint8_t *buf, size_t len, size_t *got,
 		}
 		return (tls_result(ep, (int)n, &ep->ep_rd_wait, err));
 	}
+	/*
+	 * A short read left the socket empty: wait for EV_READ instead of a
+	 * recv() that would only say EAGAIN (epoll is level-triggered, so
+	 * data that arrived meanwhile still wakes us).
+	 */
+	if (ep->ep_drained) {
+		ep->ep_rd_wait = EV_READ;
+		return (IO_WAIT);
+	}
 	n = recv(ep->ep_fd, buf, len, 0);
 	if (n > 0) {
 		*got = (size_t)n;
+		ep->ep_drained = (size_t)n < len;
 		return (IO_OK);
 	}
 	if (n == 0)

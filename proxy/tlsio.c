@@ -37,6 +37,8 @@ tls_recv_cb(WOLFSSL *ssl, char *buf, int sz, void *arg)
 	ssize_t r;
 
 	(void)ssl;
+	if (ep->ep_ra_len == 0 && ep->ep_drained)
+		return (WOLFSSL_CBIO_ERR_WANT_READ);	/* see endpoint_read */
 	if (ep->ep_ra_len == 0 && sz < RELAY_BUFSZ / 2) {
 		if (ep->ep_ra == NULL && (ep->ep_ra = relay_buf_get()) == NULL)
 			return (WOLFSSL_CBIO_ERR_GENERAL);
@@ -44,10 +46,13 @@ tls_recv_cb(WOLFSSL *ssl, char *buf, int sz, void *arg)
 		if (r > 0) {
 			ep->ep_ra_off = 0;
 			ep->ep_ra_len = (uint32_t)r;
+			ep->ep_drained = r < RELAY_BUFSZ;
 		}
-	} else if (ep->ep_ra_len == 0)
+	} else if (ep->ep_ra_len == 0) {
 		r = recv(ep->ep_fd, buf, (size_t)sz, 0);
-	else
+		if (r > 0)
+			ep->ep_drained = r < sz;
+	} else
 		r = 1;
 	if (r > 0 && ep->ep_ra_len > 0) {
 		n = ep->ep_ra_len - ep->ep_ra_off;
