@@ -168,11 +168,12 @@ pem_next(const uint8_t *p, const uint8_t *end, size_t *blen, int *complete)
 }
 
 /*
- * Check that every PEM block of a certificate file is whole and parses.
- * Returns the number of certificates, or -1 with err set.
+ * Check that every PEM block of a file is whole (a half-written file is cut
+ * short) and, for certificate files, that each block parses.  Returns the
+ * number of blocks, or -1 with err set.
  */
 static int
-pem_certs_check(const struct filebuf *fb, char *err, size_t errlen)
+pem_check(const struct filebuf *fb, int certs, char *err, size_t errlen)
 {
 	const uint8_t *p = fb->fb_buf, *end = fb->fb_buf + fb->fb_len, *b;
 	static __thread uint8_t der[64 * 1024];
@@ -190,8 +191,8 @@ pem_certs_check(const struct filebuf *fb, char *err, size_t errlen)
 			    "(truncated or half-written file)", n);
 			return (-1);
 		}
-		if (wolfSSL_CertPemToDer(b, (int)blen, der, sizeof(der),
-		    CERT_TYPE) <= 0) {
+		if (certs && wolfSSL_CertPemToDer(b, (int)blen, der,
+		    sizeof(der), CERT_TYPE) <= 0) {
 			snprintf(err, errlen, "PEM block %d is not a valid "
 			    "certificate", n);
 			return (-1);
@@ -199,38 +200,11 @@ pem_certs_check(const struct filebuf *fb, char *err, size_t errlen)
 		p = b + blen;
 	}
 	if (n == 0) {
-		snprintf(err, errlen, "holds no PEM certificate");
+		snprintf(err, errlen, "holds no PEM %s", certs ? "certificate" :
+		    "private key");
 		return (-1);
 	}
 	return (n);
-}
-
-/* Check that a key file holds exactly whole PEM blocks. */
-static int
-pem_key_check(const struct filebuf *fb, char *err, size_t errlen)
-{
-	const uint8_t *p = fb->fb_buf, *end = fb->fb_buf + fb->fb_len, *b;
-	size_t blen;
-	int n = 0, complete;
-
-	if (fb->fb_len == 0) {
-		snprintf(err, errlen, "is empty");
-		return (-1);
-	}
-	while ((b = pem_next(p, end, &blen, &complete)) != NULL) {
-		n++;
-		if (!complete) {
-			snprintf(err, errlen, "PEM block %d is cut short "
-			    "(truncated or half-written file)", n);
-			return (-1);
-		}
-		p = b + blen;
-	}
-	if (n == 0) {
-		snprintf(err, errlen, "holds no PEM private key");
-		return (-1);
-	}
-	return (0);
 }
 
 /* Turn an ASN.1 UTCTime/GeneralizedTime into a time_t (UTC). */
@@ -359,14 +333,14 @@ certset_build(const struct certsrc *src, struct filebuf *files, int *bad,
 		return (NULL);
 	}
 	atomic_init(&cs->cs_refs, 1);
-	if (pem_certs_check(&files[F_CA], err, errlen) == -1)
+	if (pem_check(&files[F_CA], 1, err, errlen) == -1)
 		goto fail;
 	if (src->src_path[F_CERT] != NULL) {
 		*bad = F_CERT;
-		if (pem_certs_check(&files[F_CERT], err, errlen) == -1)
+		if (pem_check(&files[F_CERT], 1, err, errlen) == -1)
 			goto fail;
 		*bad = F_KEY;
-		if (pem_key_check(&files[F_KEY], err, errlen) == -1)
+		if (pem_check(&files[F_KEY], 0, err, errlen) == -1)
 			goto fail;
 	}
 

@@ -31,6 +31,29 @@ def free_port():
         return s.getsockname()[1]
 
 
+def tcp_listening(port):
+    """True when 127.0.0.1:port is in LISTEN state, read from /proc/net/tcp
+    so that no probe connection reaches the listener."""
+    needle = "0100007F:%04X" % port
+    with open("/proc/net/tcp") as f:
+        return any(line.split()[1] == needle and line.split()[3] == "0A"
+                   for line in f.readlines()[1:])
+
+
+def wait_listening(port, proc, timeout=10):
+    """Wait (bounded) until proc listens on 127.0.0.1:port without dialling
+    it; fail early, with its stderr, if proc exits first."""
+    from backends import wait_until
+
+    def listening():
+        if proc.proc.poll() is not None:
+            raise AssertionError("%s exited with %s before listening; stderr:\n%s"
+                                 % (proc.name, proc.proc.returncode, proc.log()))
+        return tcp_listening(port)
+
+    wait_until(listening, timeout, "%s listening on port %d" % (proc.name, port))
+
+
 def run(argv, timeout=10, env=None, input=None):
     """Run argv to completion (bounded by `timeout`); return the
     CompletedProcess with text stdout/stderr.  `env` overlays os.environ."""

@@ -28,7 +28,7 @@ import time
 
 import pytest
 
-from conftest import free_port, run
+from conftest import free_port, run, tcp_listening
 
 MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
 INSTALL_DB = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
@@ -103,15 +103,9 @@ class MariaDB:
             time.sleep(0.1)
 
     def _tcp_listening(self):
-        """True when 127.0.0.1:port is in LISTEN state (from /proc/net/tcp,
-        so that no probe connection counts as an aborted connect)."""
-        needle = ":%04X" % self.port
-        with open("/proc/net/tcp") as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                if fields[1].endswith(needle) and fields[3] == "0A":
-                    return True
-        return False
+        """True when the server listens (no probe connection: that would
+        count as an aborted connect)."""
+        return tcp_listening(self.port)
 
     def sql_result(self, sql, timeout=30):
         """Run `sql` as root over the unix socket; the CompletedProcess."""

@@ -12,26 +12,9 @@ import socket
 import threading
 
 from backends import TLSServer, pattern, wait_until
+from conftest import wait_listening
 
 
-def wait_listening(port, proc, timeout=10):
-    """Wait until 127.0.0.1:port is in LISTEN state (read from /proc/net/tcp,
-    so no probe connection is relayed to the TLS target); fail early if proc
-    exits."""
-    needle = ":%04X" % port
-
-    def listening():
-        if proc.proc.poll() is not None:
-            raise AssertionError("%s exited with %s before listening; stderr:\n%s"
-                                 % (proc.name, proc.proc.returncode, proc.log()))
-        with open("/proc/net/tcp") as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                if fields[1].endswith(needle) and fields[3] == "0A":
-                    return True
-        return False
-
-    wait_until(listening, timeout, "dmtls listening on port %d" % port)
 
 
 def start_client_route(procs, dmtls_bin, pki, port, target, *extra):

@@ -15,7 +15,7 @@ import threading
 import time
 
 from backends import EchoServer, SinkServer, wait_until
-from conftest import free_port, run
+from conftest import free_port, run, wait_listening
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # SETTINGS frame: length 12, type 0x4, flags 0, stream 0;
@@ -25,23 +25,6 @@ H2_SETTINGS = (b"\x00\x00\x0c\x04\x00\x00\x00\x00\x00"
                b"\x00\x04\x00\x00\xff\xff")
 
 
-def wait_listening(port, proc, timeout=10):
-    """Wait until 127.0.0.1:port is in LISTEN state (read from /proc/net/tcp,
-    so no probe connection reaches dmtls); fail early if proc exits."""
-    needle = ":%04X" % port
-
-    def listening():
-        if proc.proc.poll() is not None:
-            raise AssertionError("%s exited with %s before listening; stderr:\n%s"
-                                 % (proc.name, proc.proc.returncode, proc.log()))
-        with open("/proc/net/tcp") as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                if fields[1].endswith(needle) and fields[3] == "0A":
-                    return True
-        return False
-
-    wait_until(listening, timeout, "dmtls listening on port %d" % port)
 
 
 def start_route(procs, dmtls_bin, pki, kind, port, target, *extra, name=None):

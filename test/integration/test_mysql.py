@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from backends import pattern, wait_until
-from conftest import free_port
+from conftest import free_port, wait_listening
 from mysqld import mariadb, mariadb_cli, mariadb_plain  # noqa: F401 (fixtures)
 from mysqlfake import (FakeClient, FakeMySQLServer, RecordingProxy, Ed25519Auth,
                        SERVER_CAPS, SSL, caching_sha2_scramble, err, greeting,
@@ -42,21 +42,6 @@ ROUTE = "mysql"          # the default route name of `dmtls mysql`
 
 # ---- helpers --------------------------------------------------------------
 
-def wait_listening(port, proc, timeout=10):
-    """Wait until 127.0.0.1:port is in LISTEN state, read from /proc/net/tcp
-    so that no probe connection dials the MySQL server; fail early (with the
-    log) if proc exits."""
-    needle = ":%04X" % port
-
-    def listening():
-        if proc.proc.poll() is not None:
-            raise AssertionError("%s exited with %s before listening; stderr:\n%s"
-                                 % (proc.name, proc.proc.returncode, proc.log()))
-        with open("/proc/net/tcp") as f:
-            return any(line.split()[1].endswith(needle) and line.split()[3] == "0A"
-                       for line in f.readlines()[1:])
-
-    wait_until(listening, timeout, "dmtls listening on port %d" % port)
 
 
 def start_route(procs, dmtls_bin, pki, target_port, *extra, cert=("dm", "dm"),

@@ -25,7 +25,7 @@ import uuid
 import pytest
 
 from backends import EchoServer, wait_until
-from conftest import REPO, free_port, run
+from conftest import REPO, free_port, run, tcp_listening
 from tlsclient import tls_connect
 
 UNIT_DIR = os.path.join(REPO, "systemd")
@@ -240,13 +240,6 @@ def test_notify_abstract_socket(dmtls_bin, pki, procs, tmp_path, no_watchdog_pid
 
 # -- 8. socket activation --------------------------------------------------------
 
-def _listening(port):
-    """True when 127.0.0.1:port is in LISTEN state (/proc/net/tcp), without
-    connecting to it."""
-    needle = "0100007F:%04X" % port
-    with open("/proc/net/tcp") as f:
-        return any(l.split()[1] == needle and l.split()[3] == "0A"
-                   for l in f.readlines()[1:])
 
 
 def test_socket_activation_serves_inherited_socket(dmtls_bin, pki, procs, tmp_path):
@@ -263,7 +256,7 @@ def test_socket_activation_serves_inherited_socket(dmtls_bin, pki, procs, tmp_pa
                           echo.addr)
         d = procs.start([activate, "-l", "127.0.0.1:%d" % port, "--fdname=web",
                          dmtls_bin, "run", "-c", conf], name="socket-activate")
-        wait_until(lambda: _listening(port) or d.proc.poll() is not None, 10,
+        wait_until(lambda: tcp_listening(port) or d.proc.poll() is not None, 10,
                    "systemd-socket-activate to listen")
         assert d.proc.poll() is None, d.log()
         # systemd-socket-activate execs dmtls on the first connection
