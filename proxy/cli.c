@@ -82,7 +82,7 @@ usage(FILE *f, const char *kind)
 	    strcmp(kind, "mysql") == 0 ? "" : "--alpn LIST ");
 	fprintf(f, "--connect-timeout D --handshake-timeout D --idle-timeout D "
 	    "--close-timeout D --shutdown-timeout D --log-level L "
-	    "--log-format text|json --name NAME\n");
+	    "--log-format text|json --name NAME --no-cert-reread\n");
 }
 
 static int
