@@ -39,6 +39,7 @@ struct certset {
 	time_t		 cs_not_after;
 	char		 cs_digest[65];
 	char		 cs_sans[256];
+	int		 cs_chains;	/* ssl-cert chains to ssl-ca */
 };
 
 struct certsrc {
@@ -275,6 +276,45 @@ describe_leaf(struct certset *cs)
 	}
 }
 
+/*
+ * 1 when ssl-cert's leaf chains to ssl-ca (with the intermediates that
+ * follow it in ssl-cert).  Not chaining is no error, since the peers may
+ * trust another CA, but worth a warning.
+ */
+static int
+chains_to_ca(const struct filebuf *files)
+{
+	static __thread uint8_t der[64 * 1024];
+	const struct filebuf *cert = &files[F_CERT];
+	const uint8_t *p, *end, *b;
+	WOLFSSL_CERT_MANAGER *cm;
+	size_t blen;
+	int complete, first = 1, ok = 0, len = 0;
+
+	if ((cm = wolfSSL_CertManagerNew()) == NULL)
+		return (0);
+	if (wolfSSL_CertManagerLoadCABuffer(cm, files[F_CA].fb_buf,
+	    (long)files[F_CA].fb_len, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS)
+		goto out;
+	p = cert->fb_buf;
+	end = cert->fb_buf + cert->fb_len;
+	while ((b = pem_next(p, end, &blen, &complete)) != NULL && complete) {
+		if (first) {
+			len = wolfSSL_CertPemToDer(b, (int)blen, der,
+			    sizeof(der), CERT_TYPE);
+			first = 0;
+		} else
+			(void)wolfSSL_CertManagerLoadCABuffer(cm, b, (long)blen,
+			    WOLFSSL_FILETYPE_PEM);
+		p = b + blen;
+	}
+	ok = len > 0 && wolfSSL_CertManagerVerifyBuffer(cm, der, len,
+	    WOLFSSL_FILETYPE_ASN1) == WOLFSSL_SUCCESS;
+out:
+	wolfSSL_CertManagerFree(cm);
+	return (ok);
+}
+
 static void
 digest_files(struct filebuf *files, uint8_t out[WC_SHA256_DIGEST_SIZE])
 {
@@ -415,6 +455,12 @@ certset_build(const struct certsrc *src, struct filebuf *files, int *bad,
 	for (i = 0; i < WC_SHA256_DIGEST_SIZE; i++)
 		snprintf(cs->cs_digest + 2 * i, 3, "%02x", d[i]);
 	describe_leaf(cs);
+	cs->cs_chains = src->src_path[F_CERT] == NULL || chains_to_ca(files);
+	if (!cs->cs_chains)
+		log_msg(LOG_WARN, "cert_not_from_ca", "route %s: ssl-cert %s does "
+		    "not chain to ssl-ca %s; peers must trust its issuer "
+		    "some other way", rc->name, src->src_path[F_CERT],
+		    src->src_path[F_CA]);
 	return (cs);
 fail:
 	certset_free(cs);
@@ -700,6 +746,12 @@ time_t
 certset_not_after(const struct certset *cs)
 {
 	return (cs->cs_not_after);
+}
+
+int
+certset_chains(const struct certset *cs)
+{
+	return (cs->cs_chains);
 }
 
 const char *

@@ -68,6 +68,9 @@ const char *certset_subject(const struct certset *);
 /* certset_not_after(cs): not-after of ssl-cert's leaf (0 without one). */
 time_t certset_not_after(const struct certset *);
 
+/* certset_chains(cs): 1 when ssl-cert chains to ssl-ca (or has none). */
+int certset_chains(const struct certset *);
+
 /* certset_sans(cs): "DNS:a,IP:b" of ssl-cert's leaf. */
 const char *certset_sans(const struct certset *);
 

@@ -262,6 +262,10 @@ print_summary(struct route_rt *rt)
 	if (certset_subject(cs)[0] != '\0' && na - now < 30 * 86400)
 		printf("warning: %s: ssl-cert %s expires within 30 days\n",
 		    rc->name, rc->sec.ssl_cert);
+	if (!certset_chains(cs))
+		printf("warning: %s: ssl-cert %s does not chain to ssl-ca %s; "
+		    "peers must trust its issuer some other way\n", rc->name,
+		    rc->sec.ssl_cert, rc->sec.ssl_ca);
 	if (policy_empty(&rc->sec))
 		printf("warning: %s: accepts any certificate signed by %s; "
 		    "set cert-allowed-cn to limit it\n", rc->name,

@@ -180,3 +180,17 @@ def test_version_mentions_wolfssl_and_aesni(dmtls_bin):
     out = r.stdout + r.stderr
     assert re.search(r"wolfSSL \d+\.\d+", out), out
     assert "AES-NI" in out, out
+
+
+def test_check_warns_when_cert_does_not_chain_to_ca(dmtls_bin, pki):
+    """A certificate from another CA is valid (peers may trust that CA) but
+    `check` warns that it does not chain to ssl-ca; the dm leaf does not get
+    that warning."""
+    r = run([dmtls_bin, "check", "server",
+             *route_args(pki, cert=pki.path("untrusted"),
+                         key=pki.key("untrusted"))], timeout=10)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"warning: .*does not chain to ssl-ca", r.stdout), r.stdout
+    assert "event=cert_not_from_ca" in r.stderr, r.stderr
+    r = run([dmtls_bin, "check", "server", *route_args(pki)], timeout=10)
+    assert "does not chain" not in r.stdout + r.stderr, r.stdout + r.stderr
