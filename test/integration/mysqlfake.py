@@ -28,7 +28,7 @@ import ssl
 import struct
 import threading
 
-from backends import _Server, _shut
+from backends import _Server, _cn, _shut
 
 # capability flags (include/mysql_com.h)
 LONG_PASSWORD = 0x1
@@ -221,12 +221,6 @@ def result_set(value):
 
 # ---- the fake server ----------------------------------------------------
 
-def _cn(cert):
-    for rdn in (cert or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return value
-    return None
 
 
 class FakeMySQLServer(_Server):

@@ -23,6 +23,7 @@ import pytest
 
 from backends import EchoServer
 from conftest import free_port, run
+from tlsclient import echo_refusal
 
 RUN_TIMEOUT = 5  # seconds a failing `dmtls run` may take before we call it hung
 
@@ -103,37 +104,6 @@ def start_run(procs, dmtls_bin, conf, name="dmtls-run"):
     return p
 
 
-def echo_refusal(port, pki, cert="dm", payload=b"hello dmtls"):
-    """Connect with client cert `cert`, echo payload once.  Return None when
-    the echo came back intact, else a description of how it failed."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(pki.ca)
-    ctx.load_cert_chain(pki.path(cert), pki.key(cert))
-    try:
-        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
-    except OSError as e:
-        return "connect: %r" % e
-    s = raw
-    try:
-        s = ctx.wrap_socket(raw, server_hostname="localhost")
-        s.sendall(payload)
-        got = b""
-        while len(got) < len(payload):
-            data = s.recv(4096)
-            if not data:
-                return "eof after %d bytes" % len(got)
-            got += data
-        if got != payload:
-            return "echo mismatch: %r" % got
-        try:
-            s.unwrap()
-        except (ssl.SSLError, OSError, ValueError):
-            pass
-        return None
-    except (ssl.SSLError, OSError) as e:
-        return "%s: %s" % (type(e).__name__, e)
-    finally:
-        s.close()
 
 
 # -- the broken files --------------------------------------------------------

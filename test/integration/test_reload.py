@@ -28,7 +28,7 @@ import pytest
 
 from backends import DuplexServer, EchoServer, pattern_sha256, wait_until
 from conftest import free_port
-from tlsclient import client_context
+from tlsclient import client_context, echo_refusal
 
 MIB = 1 << 20
 RELOAD_TIMEOUT = 10  # seconds a reload may take to log its outcome
@@ -99,29 +99,6 @@ def reload(d, expect="reloaded"):
     return m.group(0)
 
 
-def echo_refusal(port, pki, cert="dm", payload=b"ping", timeout=5):
-    """None when a TLS echo through port works with client cert `cert`,
-    else how it failed."""
-    ctx = client_context(pki, cert=cert)
-    try:
-        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    except OSError as e:
-        return "connect: %r" % e
-    s = raw
-    try:
-        s = ctx.wrap_socket(raw, server_hostname="localhost")
-        s.sendall(payload)
-        got = b""
-        while len(got) < len(payload):
-            data = s.recv(4096)
-            if not data:
-                return "eof after %d bytes" % len(got)
-            got += data
-        return None if got == payload else "echo mismatch %r" % got
-    except (ssl.SSLError, OSError) as e:
-        return "%s: %s" % (type(e).__name__, e)
-    finally:
-        s.close()
 
 
 def connect_refused(port):

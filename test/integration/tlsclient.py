@@ -87,3 +87,34 @@ def tls_refused(port, pki, wait=1.0, **kw):
         return "eof" if not data else None
     finally:
         s.close()
+
+
+def echo_refusal(port, pki, cert="dm", payload=b"ping", timeout=5):
+    """None when a TLS echo of payload through 127.0.0.1:port works with
+    client certificate `cert`, else a description of how it failed."""
+    ctx = client_context(pki, cert=cert)
+    try:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    except OSError as e:
+        return "connect: %r" % e
+    s = raw
+    try:
+        s = ctx.wrap_socket(raw, server_hostname="localhost")
+        s.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            data = s.recv(4096)
+            if not data:
+                return "eof after %d bytes" % len(got)
+            got += data
+        if got != payload:
+            return "echo mismatch: %r" % got
+        try:
+            s.unwrap()
+        except (ssl.SSLError, OSError, ValueError):
+            pass
+        return None
+    except (ssl.SSLError, OSError) as e:
+        return "%s: %s" % (type(e).__name__, e)
+    finally:
+        s.close()
