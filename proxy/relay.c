@@ -231,10 +231,27 @@ half_pump(struct conn *c, struct half *h, const char *side)
 			size_t more;
 			h->h_len += n;
 			h->h_bytes += n;
-			if (endpoint_read(src, h->h_buf + h->h_len,
-			    RELAY_READMAX - h->h_len, &more, &err) != IO_OK) {
-				/* A wait is recorded; an EOF or error shows
-				 * again on the next read. */
+			switch (endpoint_read(src, h->h_buf + h->h_len,
+			    RELAY_READMAX - h->h_len, &more, &err)) {
+			case IO_OK:
+				break;
+			case IO_EOF:
+			case IO_ERR:
+				/*
+				 * Record the end now: wolfSSL reports a
+				 * close_notify (or an error) once, and a write
+				 * the other way may reset its state before the
+				 * next read.  The bytes already read still go
+				 * out first; a broken stream ends like an EOF.
+				 */
+				src->ep_rd_eof = 1;
+				more = 0;
+				break;
+			case IO_WAIT:
+				more = 0;	/* the wait is recorded */
+				break;
+			}
+			if (more == 0) {
 				n = 0;
 				break;
 			}

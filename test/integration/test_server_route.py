@@ -498,6 +498,36 @@ def test_half_close_from_client(dmtls_bin, pki, procs, port):
         assert final_line(dm, conn.peer)["event"] == "close"
 
 
+def test_close_notify_behind_data_in_one_segment(dmtls_bin, pki, procs, port):
+    """Several records and the close_notify arrive in one TCP segment while
+    the client keeps its socket open for the reply: the EOF still reaches
+    the backend.  (dmtls reads several records in one go; a close_notify
+    met there was once left for the next read, which a write the other way
+    could turn into a wait that never ended: test_full_duplex_16mib_each_way
+    caught that now and then.)"""
+    reply = b"reply after your EOF"
+    payload = bytes(range(256)) * 200          # 51200 bytes: 4 records
+    with HalfCloseServer(reply) as backend:
+        dm = start_server(procs, dmtls_bin, pki, port, backend.addr)
+        conn = TLSStream(port, pki, timeout=5)
+        try:
+            with conn._lock:
+                for off in range(0, len(payload), 16384):
+                    conn._obj.write(payload[off:off + 16384])
+                try:
+                    conn._obj.unwrap()
+                except ssl.SSLWantReadError:
+                    pass
+                wire = conn._out.read()
+            conn.raw.sendall(wire)                 # data + close_notify at once
+            (res,) = backend.wait_results(1, timeout=5)
+            assert res["bytes"] == len(payload), res
+            assert _read_all(conn) == reply
+        finally:
+            conn.close()
+        assert final_line(dm, conn.peer)["event"] == "close"
+
+
 def test_half_close_from_backend(dmtls_bin, pki, procs, port):
     """Backend replies and shuts its write side first; the client reads the
     reply and EOF, then still sends data that reaches the backend."""
