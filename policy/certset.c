@@ -99,7 +99,9 @@ read_file(const char *path, struct filebuf *fb, char *err, size_t errlen)
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
 		snprintf(err, errlen, "cannot be read: %s", strerror(errno));
-		return (-1);
+		/* Out of descriptors says nothing about the file. */
+		return (errno == EMFILE || errno == ENFILE || errno == ENOMEM ?
+		    -2 : -1);
 	}
 	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
 		snprintf(err, errlen, "is not a regular file");
@@ -467,20 +469,24 @@ fail:
 	return (NULL);
 }
 
-/* Read the route's files into the thread's buffers; -1 names the file. */
+/*
+ * Read the route's files into the thread's buffers; -1 names the file in
+ * *bad, -2 when the process is out of descriptors or memory.
+ */
 static int
 read_all(const struct certsrc *src, struct filebuf *files, int *bad,
     char *err, size_t errlen)
 {
-	int i;
+	int i, r;
 
 	for (i = 0; i < F_COUNT; i++) {
 		files[i].fb_len = 0;
 		if (src->src_path[i] == NULL)
 			continue;
-		if (read_file(src->src_path[i], &files[i], err, errlen) == -1) {
+		if ((r = read_file(src->src_path[i], &files[i], err, errlen)) <
+		    0) {
 			*bad = i;
-			return (-1);
+			return (r);
 		}
 	}
 	return (0);
@@ -570,7 +576,7 @@ certsrc_new(const struct certsrc_params *p, char *err, size_t errlen)
 	src->src_path[F_CERT] = p->rc->sec.ssl_cert;
 	src->src_path[F_KEY] = p->rc->sec.ssl_key;
 	pthread_mutex_init(&src->src_lock, NULL);
-	if (read_all(src, tls_read, &bad, why, sizeof(why)) == -1 ||
+	if (read_all(src, tls_read, &bad, why, sizeof(why)) != 0 ||
 	    (src->src_cur = certset_build(src, tls_read, &bad, why,
 	    sizeof(why))) == NULL) {
 		snprintf(err, errlen, "%s %s %s", flag_names[bad],
@@ -636,7 +642,10 @@ certsrc_acquire(struct certsrc *src)
 	}
 	pthread_mutex_unlock(&src->src_lock);
 
-	rdok = read_all(src, files, &bad, why, sizeof(why)) == 0;
+	if ((rdok = read_all(src, files, &bad, why, sizeof(why))) == -2)
+		/* No descriptor to read with: the set in use it is. */
+		return (certsrc_current(src));
+	rdok = rdok == 0;
 	pthread_mutex_lock(&src->src_lock);
 	if (rdok && same_bytes(src->src_cur, files)) {
 		if (!src->src_last_ok) {

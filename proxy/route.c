@@ -7,6 +7,7 @@
  * accepting, and extra clients wait in the kernel backlog until a
  * connection ends.
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <errno.h>
@@ -24,6 +25,8 @@
 #include "worker.h"
 
 #define EMFILE_BACKOFF_MS	100
+/* Descriptors kept free for what an accepted connection still opens. */
+#define FD_HEADROOM		16
 
 const double route_dur_bounds[DUR_BUCKETS] = {
 	0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 1800, 3600
@@ -243,6 +246,32 @@ route_full(struct route_rt *rt)
 	    atomic_load(&rt->rt_active) >= rt->rt_conf->max_conns);
 }
 
+/* Stop accepting for a moment: out of descriptors (or nearly). */
+static void
+listener_backoff(struct listener *l, const char *why)
+{
+	struct timeval tv = { 0, EMFILE_BACKOFF_MS * 1000 };
+
+	if (!l->l_paused)
+		log_msg(LOG_WARN, "accept_paused", "route %s: %s; pausing "
+		    "%dms", l->l_rt->rt_conf->name, why, EMFILE_BACKOFF_MS);
+	listener_pause(l);
+	evtimer_add(&l->l_retry, &tv);
+}
+
+/* The soft descriptor limit, read once. */
+static long
+fd_limit(void)
+{
+	static long lim;
+	struct rlimit rl;
+
+	if (lim == 0)
+		lim = getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+		    rl.rlim_cur != RLIM_INFINITY ? (long)rl.rlim_cur : 1L << 20;
+	return (lim);
+}
+
 static void
 accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
@@ -267,24 +296,21 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 		    SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
 			if (errno == EMFILE || errno == ENFILE ||
-			    errno == ENOBUFS || errno == ENOMEM) {
-				struct timeval tv = { 0,
-				    EMFILE_BACKOFF_MS * 1000 };
-				log_msg(LOG_WARN, "accept_paused", "route %s: "
-				    "accept: %s; pausing %dms",
-				    rt->rt_conf->name, strerror(errno),
-				    EMFILE_BACKOFF_MS);
-				listener_pause(l);
-				evtimer_add(&l->l_retry, &tv);
-			}
+			    errno == ENOBUFS || errno == ENOMEM)
+				listener_backoff(l, strerror(errno));
 			return;
 		}
 		atomic_fetch_add(&rt->rt_active, 1);
 		atomic_fetch_add(&rt->rt_stats->rs_active, 1);
-		log_msg(LOG_DEBUG, "accept", "route %s worker %d: %ld open",
-		    rt->rt_conf->name, l->l_w->w_id,
-		    atomic_load(&rt->rt_active));
 		route_hold(rt);
+		/* Descriptors are handed out lowest first: a high one means
+		 * few are left for target sockets.  Serve this client, then
+		 * let the next ones wait in the backlog for a moment. */
+		if (fd >= fd_limit() - FD_HEADROOM) {
+			conn_accept(l->l_w, rt, fd, (struct sockaddr *)&ss, len);
+			listener_backoff(l, "few file descriptors left");
+			return;
+		}
 		conn_accept(l->l_w, rt, fd, (struct sockaddr *)&ss, len);
 	}
 }

@@ -188,3 +188,47 @@ def test_slow_consumer_does_not_buffer_the_stream(dmtls_bin, pki, procs):
     # quarantine of freed TLS record buffers adds a few MiB of its own.
     limit = 16384 if _sanitized(dmtls_bin) else 4096
     assert growth < limit, f"dmtls RSS grew by {growth} KiB"
+
+
+def _cpu_seconds(pid):
+    """utime + stime of pid, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_fds_pauses_accept_instead_of_spinning(dmtls_bin, pki, procs):
+    """With a 48-descriptor limit and 60 clients waiting, accept fails with
+    EMFILE: dmtls logs accept_paused, stays nearly idle (no busy loop on the
+    readable listener), and serves again once clients go away."""
+    from backends import EchoServer
+    with EchoServer() as backend:
+        port = free_port()
+        p = procs.start(["prlimit", "--nofile=48:48", "--", dmtls_bin,
+                         "server", "--listen", "127.0.0.1:%d" % port,
+                         "--target", backend.addr, "--ssl-ca", pki.ca,
+                         "--ssl-cert", pki.path("dm"), "--ssl-key", pki.key("dm"),
+                         "--cert-allowed-cn", "dm", "--workers", "1",
+                         "--handshake-timeout", "60s"], wait_port=port)
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5)
+                for _ in range(60)]
+        try:
+            p.wait_log(r"event=accept_paused", timeout=5)
+            before = _cpu_seconds(p.pid)
+            time.sleep(1.0)
+            used = _cpu_seconds(p.pid) - before
+            assert used < 0.3, "dmtls used %.2fs of CPU in 1s while out of fds" % used
+        finally:
+            for s in idle:
+                s.close()
+        ctx = client_context(pki)
+
+        def served():
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
+                    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                        s.sendall(b"back")
+                        return s.recv(4) == b"back"
+            except OSError:
+                return False
+        wait_until(served, timeout=10, msg="served again after the clients left")
