@@ -318,7 +318,7 @@ out:
 }
 
 static void
-digest_files(struct filebuf *files, uint8_t out[WC_SHA256_DIGEST_SIZE])
+digest_files(const struct filebuf *files, uint8_t out[WC_SHA256_DIGEST_SIZE])
 {
 	wc_Sha256 sha;
 	int i;
@@ -597,7 +597,7 @@ note_bad(struct certsrc *src, const struct filebuf *files, int bad,
 {
 	uint8_t d[WC_SHA256_DIGEST_SIZE];
 
-	digest_files((struct filebuf *)(uintptr_t)files, d);
+	digest_files(files, d);
 	src->src_err++;
 	src->src_last_ok = 0;
 	src->src_last_time = time(NULL);

@@ -152,25 +152,18 @@ endpoint_write(struct endpoint *ep, const uint8_t *buf, size_t len,
  * direction keeps flowing.
  */
 static enum io
-ep_shutdown(struct endpoint *ep, int *err)
+ep_shutdown(struct endpoint *ep)
 {
-	int r;
-
 	if (ep->ep_ssl != NULL) {
 		if (!ep->ep_notify_sent) {
 			/* Stages close_notify (sent once, never retried). */
-			r = wolfSSL_shutdown(ep->ep_ssl);
+			(void)wolfSSL_shutdown(ep->ep_ssl);
 			ep->ep_notify_sent = 1;
-			(void)r;
 		}
-		if (tls_pending(ep)) {
-			r = tls_flush(ep);
-			if (r == 0)
-				return (IO_WAIT);
-			/* r == -1: the peer is gone; nothing more to say. */
-		}
+		/* A failed flush means the peer is gone: nothing more to say. */
+		if (tls_pending(ep) && tls_flush(ep) == 0)
+			return (IO_WAIT);
 	}
-	(void)err;
 	shutdown(ep->ep_fd, SHUT_WR);
 	return (IO_OK);
 }
@@ -282,7 +275,7 @@ half_pump(struct conn *c, struct half *h, const char *side)
 	}
 	if (src->ep_rd_eof && h->h_len == 0 && !h->h_done &&
 	    dst->ep_wr_wait == 0) {
-		io = ep_shutdown(dst, &err);
+		io = ep_shutdown(dst);
 		if (io == IO_OK) {
 			h->h_done = 1;
 			moved = 1;

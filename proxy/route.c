@@ -85,17 +85,6 @@ route_stats_put(struct route_stats *st)
 	pthread_mutex_unlock(&stats_lock);
 }
 
-void
-route_stats_each(void (*fn)(struct route_stats *, void *), void *arg)
-{
-	size_t i;
-
-	pthread_mutex_lock(&stats_lock);
-	for (i = 0; i < stats_n; i++)
-		fn(stats_v[i], arg);
-	pthread_mutex_unlock(&stats_lock);
-}
-
 struct route_rt *
 route_new(struct daemon *d, struct route_conf *rc, char *err, size_t errlen)
 {

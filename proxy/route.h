@@ -111,8 +111,6 @@ struct route_stats *route_stats_get(const char *);
 /* route_stats_put(st): drop a reference from route_stats_get(). */
 void route_stats_put(struct route_stats *);
 
-/* route_stats_each(fn, arg): call fn on every route name's counters. */
-void route_stats_each(void (*)(struct route_stats *, void *), void *);
 
 /* route_listen(rt, w): start accepting in worker w. */
 int route_listen(struct route_rt *, struct worker *);
