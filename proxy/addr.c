@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -100,30 +101,53 @@ addr_parse(const char *s, struct addr *a, char *err, size_t errlen)
 const char *
 addr_str(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen)
 {
+	const size_t pathoff = offsetof(struct sockaddr_un, sun_path);
+	const struct sockaddr_un *sun = (const struct sockaddr_un *)sa;
 	char h[INET6_ADDRSTRLEN];
 	const struct sockaddr_in *sin;
 	const struct sockaddr_in6 *sin6;
+	size_t plen;
 
-	(void)len;
+	/* Only the len bytes the kernel filled in are the peer's. */
+	if ((size_t)len < sizeof(sa->sa_family)) {
+		snprintf(buf, buflen, "?");
+		return (buf);
+	}
 	switch (sa->sa_family) {
 	case AF_INET:
+		if ((size_t)len < sizeof(*sin))
+			goto unknown;
 		sin = (const struct sockaddr_in *)sa;
 		inet_ntop(AF_INET, &sin->sin_addr, h, sizeof(h));
 		snprintf(buf, buflen, "%s:%u", h, ntohs(sin->sin_port));
 		break;
 	case AF_INET6:
+		if ((size_t)len < sizeof(*sin6))
+			goto unknown;
 		sin6 = (const struct sockaddr_in6 *)sa;
 		inet_ntop(AF_INET6, &sin6->sin6_addr, h, sizeof(h));
 		snprintf(buf, buflen, "[%s]:%u", h, ntohs(sin6->sin6_port));
 		break;
 	case AF_UNIX:
-		snprintf(buf, buflen, "unix:%s",
-		    ((const struct sockaddr_un *)sa)->sun_path[0] ?
-		    ((const struct sockaddr_un *)sa)->sun_path : "@");
+		/* An unbound peer has no path at all; an abstract one
+		 * starts with a NUL; a path may lack its final NUL. */
+		plen = (size_t)len > pathoff ? (size_t)len - pathoff : 0;
+		if (plen > sizeof(sun->sun_path))
+			plen = sizeof(sun->sun_path);
+		if (plen == 0)
+			snprintf(buf, buflen, "unix:(unnamed)");
+		else if (sun->sun_path[0] == '\0')
+			snprintf(buf, buflen, "unix:@");
+		else
+			snprintf(buf, buflen, "unix:%.*s",
+			    (int)strnlen(sun->sun_path, plen), sun->sun_path);
 		break;
 	default:
-		snprintf(buf, buflen, "?");
+		goto unknown;
 	}
+	return (buf);
+unknown:
+	snprintf(buf, buflen, "?");
 	return (buf);
 }
 

@@ -22,7 +22,10 @@ struct addr {
  */
 int addr_parse(const char *, struct addr *, char *, size_t);
 
-/* addr_str(ss, len, buf, buflen): "1.2.3.4:5", "[::1]:5" or "unix:/p". */
+/*
+ * addr_str(sa, len, buf, buflen): "1.2.3.4:5", "[::1]:5", "unix:/p",
+ * "unix:(unnamed)" or "?"; reads only the len bytes the kernel filled in.
+ */
 const char *addr_str(const struct sockaddr *, socklen_t, char *, size_t);
 
 /*
