@@ -104,6 +104,14 @@ def unexpected_lines(text, rx, expected):
             if rx.search(line) and not any(re.search(e, line) for e in expected)]
 
 
+def _excerpt(text, n=40):
+    """n lines of stderr: from the first sanitizer/assertion report (its
+    stack is what matters), else the last n."""
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if REPORT_RX.search(line)), None)
+    return lines[first:first + n] if first is not None else lines[-n:]
+
+
 def _status_text(rc):
     if rc is not None and rc < 0:
         try:
@@ -319,9 +327,9 @@ class Procs:
         for p in self.all:
             problems = ([failed[p]] if p in failed else []) + judge(p)
             if problems:
-                report.append("%s (argv %s):\n  %s\n  stderr %s, last 40 lines:\n    %s" % (
+                report.append("%s (argv %s):\n  %s\n  stderr %s, excerpt:\n    %s" % (
                     p.name, " ".join(p.argv), "\n  ".join(problems), p.stderr_path,
-                    "\n    ".join(p.log().splitlines()[-40:])))
+                    "\n    ".join(_excerpt(p.log()))))
         if report:
             raise AssertionError("processes judged at stop (declare what a test provokes "
                                  "with Proc.expect_error / expect_exit):\n"
