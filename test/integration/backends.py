@@ -7,9 +7,15 @@ Every server listens on 127.0.0.1 on an ephemeral port and exposes ``.port``,
 ``wait_results(n, timeout)`` and ``close()``; each is a context manager.
 A daemon thread accepts, one daemon thread serves each connection, and
 ``close()`` shuts the listener and every connection down with bounded joins.
+
+A backend reports its own failures: leaving the ``with`` block (or
+``close()``) raises AssertionError when ``.errors`` holds an entry that no
+regex declared with ``expect_error()`` matches (errors met while closing
+are not recorded).
 """
 
 import hashlib
+import re
 import socket
 import ssl
 import threading
@@ -90,6 +96,7 @@ class _Server:
         self._closed = threading.Event()
         self.results = []
         self.errors = []
+        self._expected = []
         self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if rcvbuf:
@@ -109,13 +116,33 @@ class _Server:
         with self._lock:
             return self._accepted
 
+    def expect_error(self, *regexes):
+        """Declare errors this test provokes: each regex (re.search) excuses
+        the .errors entries it matches when the server closes.  Returns self,
+        so that ``with EchoServer().expect_error(r"...") as srv`` works."""
+        self._expected.extend(regexes)
+        return self
+
+    def _note_error(self, msg):
+        """Record a failure in .errors unless the server is closing."""
+        if not self._closed.is_set():
+            with self._lock:
+                self.errors.append(msg)
+
+    def unexpected_errors(self):
+        """The .errors entries that no expect_error() regex matches."""
+        with self._lock:
+            return [e for e in self.errors
+                    if not any(re.search(rx, e) for rx in self._expected)]
+
     def _accept_loop(self):
         while not self._closed.is_set():
             try:
                 conn, _ = self._lsock.accept()
             except socket.timeout:
                 continue
-            except OSError:
+            except OSError as e:
+                self._note_error("accept: %s" % e)
                 return
             conn.settimeout(None)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -130,9 +157,7 @@ class _Server:
         try:
             self.handle(conn)
         except Exception as e:  # a handler failure must not kill the server
-            if not self._closed.is_set():
-                with self._lock:
-                    self.errors.append("%s: %s" % (type(e).__name__, e))
+            self._note_error("%s: %s" % (type(e).__name__, e))
         finally:
             with self._lock:
                 self._conns.discard(conn)
@@ -159,8 +184,12 @@ class _Server:
                     type(self).__name__, len(self.results), n, timeout, self.errors))
             return list(self.results)
 
-    def close(self):
-        """Stop accepting, shut every connection down, join threads (bounded)."""
+    def close(self, check=True):
+        """Stop accepting, shut every connection down, join threads (bounded).
+        Then, when `check`, raise AssertionError if a handler thread is still
+        running or .errors holds an unexpected entry (see expect_error)."""
+        if self._closed.is_set():
+            return
         self._closed.set()
         try:
             self._lsock.close()
@@ -174,12 +203,21 @@ class _Server:
         self._accept_thread.join(max(0, deadline - time.monotonic()))
         for t in threads:
             t.join(max(0, deadline - time.monotonic()))
+        if not check:
+            return
+        bad = self.unexpected_errors()
+        if self._accept_thread.is_alive() or any(t.is_alive() for t in threads):
+            bad.append("a thread did not finish within 3 s of close()")
+        if bad:
+            raise AssertionError("%s on port %d reported errors:\n  %s"
+                                 % (type(self).__name__, self.port, "\n  ".join(bad)))
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        # An error already on its way out is the story; do not bury it.
+        self.close(check=exc_type is None)
 
 
 class EchoServer(_Server):
@@ -228,8 +266,7 @@ class DuplexServer(_Server):
                     conn.sendall(piece)
                 _shut(conn, socket.SHUT_WR)
             except OSError as e:
-                with self._lock:
-                    self.errors.append("send: %s" % e)
+                self._note_error("send: %s" % e)
 
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
@@ -343,8 +380,7 @@ class TLSServer(_Server):
             try:
                 tls.do_handshake()
             except (ssl.SSLError, OSError) as e:
-                with self._lock:
-                    self.errors.append("handshake: %s" % e)
+                self._note_error("handshake: %s" % e)
                 return
             tls.settimeout(None)
             with self._lock:
@@ -364,8 +400,8 @@ class TLSServer(_Server):
                 plain = tls.unwrap()  # answer the peer's close_notify with ours
                 _shut(plain, socket.SHUT_WR)
                 plain.close()
-            except (ssl.SSLError, OSError, ValueError):
-                pass
+            except (ssl.SSLError, OSError, ValueError) as e:
+                self._note_error("unwrap: %s" % e)
         finally:
             with self._lock:
                 self._conns.discard(tls)

@@ -1,7 +1,10 @@
 """pytest fixtures for the dmtls integration tests.
 
 Fixtures: dmtls_bin, pki, rsa_pki, port, procs, run.  Plain helpers that
-tests may import (``from conftest import free_port, run``): free_port(), run().
+tests may import (``from conftest import free_port, run``): free_port(), run(),
+judge().  Every process started through `procs` is judged when it stops
+(judge(): exit status, sanitizer reports, unexpected level=error lines);
+a test declares what it provokes with Proc.expect_error / expect_exit.
 The test folder is put on sys.path, so ``from backends import EchoServer``,
 ``from pki import PKI`` and ``from tlsclient import tls_connect`` work.
 """
@@ -54,12 +57,96 @@ def wait_listening(port, proc, timeout=10):
     wait_until(listening, timeout, "%s listening on port %d" % (proc.name, port))
 
 
-def run(argv, timeout=10, env=None, input=None):
+def run(argv, timeout=10, env=None, input=None, expect_errors=()):
     """Run argv to completion (bounded by `timeout`); return the
-    CompletedProcess with text stdout/stderr.  `env` overlays os.environ."""
+    CompletedProcess with text stdout/stderr.  `env` overlays os.environ.
+    When argv names the dmtls binary, a sanitizer report or an assertion
+    failure on its stderr raises AssertionError (the caller checks the exit
+    status); `expect_errors` regexes excuse such lines (known bugs only)."""
+    argv = [os.fspath(a) for a in argv]
     full_env = dict(os.environ, **env) if env else None
-    return subprocess.run([os.fspath(a) for a in argv], capture_output=True, text=True,
-                          timeout=timeout, env=full_env, input=input)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                       env=full_env, input=input)
+    if names_dmtls(argv):
+        bad = unexpected_lines(r.stderr, REPORT_RX, expect_errors)
+        if bad:
+            raise AssertionError("%s: sanitizer report or assertion failure:\n  %s\n"
+                                 "stderr:\n%s" % (argv, "\n  ".join(bad), r.stderr))
+    return r
+
+
+# -- judging a process when it stops ------------------------------------------
+
+# A sanitizer report or a failed assert(); never fine, in any process.
+REPORT_RX = re.compile(r"(?:Address|Leak|UndefinedBehavior|Thread|Memory)Sanitizer"
+                       r"|runtime error:|Assertion `.*' failed")
+# A dmtls log line at level error, logfmt or JSON.
+ERROR_RX = re.compile(r'(?:^|\s)level=error(?:\s|$)|"level":"error"')
+
+
+def dmtls_path():
+    """Path of the dmtls binary under test: $DMTLS_BIN, else <repo>/dmtls."""
+    return os.environ.get("DMTLS_BIN") or os.path.join(REPO, "dmtls")
+
+
+def names_dmtls(argv):
+    """True when argv runs the dmtls binary (directly or after a wrapper
+    such as prlimit or systemd-socket-activate)."""
+    real = os.path.realpath(dmtls_path())
+    return any(os.path.basename(a) == "dmtls" or os.path.realpath(a) == real
+               for a in argv if a)
+
+
+def unexpected_lines(text, rx, expected):
+    """Lines of `text` that match `rx` and no regex of `expected` (re.search
+    on the single line)."""
+    return [line for line in text.splitlines()
+            if rx.search(line) and not any(re.search(e, line) for e in expected)]
+
+
+def _excerpt(text, n=40):
+    """n lines of stderr: from the first sanitizer/assertion report (its
+    stack is what matters), else the last n."""
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if REPORT_RX.search(line)), None)
+    return lines[first:first + n] if first is not None else lines[-n:]
+
+
+def _status_text(rc):
+    if rc is not None and rc < 0:
+        try:
+            return "%d (%s)" % (rc, signal.Signals(-rc).name)
+        except ValueError:
+            pass
+    return str(rc)
+
+
+def judge(p):
+    """Judge a stopped Proc; return its problems as strings (empty: fine).
+
+    Every process fails on a sanitizer report or an assertion failure on its
+    stderr, and on dying from a signal that the test did not send it.  A
+    strict process (a dmtls) also fails when its exit status is not
+    p.expect_status (0 unless declared; None: the test checked it itself)
+    and on any level=error log line.  Regexes in p.expect_errors (see
+    Proc.expect_error) excuse the lines they match, one line at a time."""
+    text, rc, problems = p.log(), p.proc.returncode, []
+    if rc is None:
+        problems.append("still running")
+    elif p.strict:
+        if p.expect_status is not None and rc != p.expect_status:
+            problems.append("exit status %s, expected %s (signals sent: %s)" % (
+                _status_text(rc), p.expect_status,
+                ", ".join(signal.Signals(s).name for s in p.signals) or "none"))
+    elif rc < 0 and -rc not in p.signals:
+        problems.append("killed by a signal the test did not send: exit status %s"
+                        % _status_text(rc))
+    problems += ["report: " + line
+                 for line in unexpected_lines(text, REPORT_RX, p.expect_errors)]
+    if p.strict:
+        problems += ["unexpected error line: " + line
+                     for line in unexpected_lines(text, ERROR_RX, p.expect_errors)]
+    return problems
 
 
 def _connects(family, addr):
@@ -73,17 +160,40 @@ def _connects(family, addr):
 
 
 class Proc:
-    """A started process: .proc (Popen), .pid, .name, .stdout_path, .stderr_path."""
+    """A started process: .proc (Popen), .pid, .name, .stdout_path, .stderr_path.
 
-    def __init__(self, argv, name, tmpdir, env):
+    What judge() holds it to when it stops: .strict (judged as a dmtls;
+    None = when argv names the dmtls binary), .expect_status (exit status
+    of a strict process, default 0), .expect_errors (regexes of the error
+    lines the test provokes) and .signals (the signals the test sent)."""
+
+    def __init__(self, argv, name, tmpdir, env, strict=None, expect_status=0,
+                 expect_errors=()):
         self.name = name
         self.argv = argv
+        self.strict = names_dmtls(argv) if strict is None else strict
+        self.expect_status = expect_status
+        self.expect_errors = list(expect_errors)
+        self.signals = []
         self.stdout_path = os.path.join(tmpdir, name + ".stdout")
         self.stderr_path = os.path.join(tmpdir, name + ".stderr")
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=err, env=env)
         self.pid = self.proc.pid
+
+    def expect_error(self, *regexes):
+        """Declare error lines this test provokes on purpose: each regex
+        (re.search on one line) excuses the level=error lines it matches.
+        Name the event and its detail, not just the level."""
+        self.expect_errors.extend(regexes)
+        return self
+
+    def expect_exit(self, status):
+        """Declare the exit status the process must end with (an int, as in
+        Popen), or None when the test has checked it itself."""
+        self.expect_status = status
+        return self
 
     def log(self):
         """The process's stderr so far, as text."""
@@ -128,16 +238,19 @@ class Proc:
     def kill(self, sig):
         """Send `sig` to the process if it is still running."""
         if self.proc.poll() is None:
+            self.signals.append(sig)
             self.proc.send_signal(sig)
 
     def stop(self, sig=signal.SIGTERM, timeout=5):
         """Send `sig`, wait up to `timeout` s, then SIGKILL; return the exit
         status (negative = killed by that signal, as in Popen)."""
         if self.proc.poll() is None:
+            self.signals.append(sig)
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.signals.append(signal.SIGKILL)
                 self.proc.kill()
                 self.proc.wait(5)
         return self.proc.returncode
@@ -162,18 +275,22 @@ class Procs:
         self.tmpdir = tmpdir
         self.all = []
 
-    def start(self, argv, name=None, wait_port=None, wait_unix=None, env=None, timeout=10):
+    def start(self, argv, name=None, wait_port=None, wait_unix=None, env=None, timeout=10,
+              strict=None, expect_status=0, expect_errors=()):
         """Start argv (stdout/stderr to files in tmp_path) and wait until
         127.0.0.1:wait_port accepts TCP and/or the unix socket `wait_unix`
         accepts connections, polling every 20 ms for at most `timeout` s.
         Fails fast, with the process's stderr, if it exits first.  `env`
-        overlays os.environ.  Returns a Proc."""
+        overlays os.environ.  `strict`, `expect_status` and `expect_errors`
+        say how judge() holds the process at teardown (see Proc).  Returns
+        a Proc."""
         argv = [os.fspath(a) for a in argv]
         name = name or os.path.basename(argv[0])
         if any(p.name == name for p in self.all):
             name = "%s-%d" % (name, len(self.all))
         full_env = dict(os.environ, **env) if env else None
-        p = Proc(argv, name, self.tmpdir, full_env)
+        p = Proc(argv, name, self.tmpdir, full_env, strict, expect_status,
+                 expect_errors)
         self.all.append(p)
         targets = []
         if wait_port is not None:
@@ -197,18 +314,32 @@ class Procs:
         return p
 
     def stop_all(self):
-        """Stop every process started here (SIGTERM, then SIGKILL)."""
+        """Stop every process started here (SIGTERM, then SIGKILL after 3 s),
+        then judge each (see judge()); raise AssertionError naming every
+        problem of every process, with its stderr, if there is any."""
+        failed = {}
         for p in self.all:
             try:
                 p.stop(timeout=3)
-            except Exception:
-                pass
+            except Exception as e:  # judge() reports it as still running
+                failed[p] = "stop failed: %r" % e
+        report = []
+        for p in self.all:
+            problems = ([failed[p]] if p in failed else []) + judge(p)
+            if problems:
+                report.append("%s (argv %s):\n  %s\n  stderr %s, excerpt:\n    %s" % (
+                    p.name, " ".join(p.argv), "\n  ".join(problems), p.stderr_path,
+                    "\n    ".join(_excerpt(p.log()))))
+        if report:
+            raise AssertionError("processes judged at stop (declare what a test provokes "
+                                 "with Proc.expect_error / expect_exit):\n"
+                                 + "\n".join(report))
 
 
 @pytest.fixture(scope="session")
 def dmtls_bin():
     """Path of the dmtls binary: $DMTLS_BIN, else <repo>/dmtls; fails if missing."""
-    path = os.environ.get("DMTLS_BIN") or os.path.join(REPO, "dmtls")
+    path = dmtls_path()
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         pytest.fail("dmtls binary not found or not executable at %s "
                     "(build it with make, or set DMTLS_BIN)" % path, pytrace=False)
@@ -235,7 +366,8 @@ def port():
 
 @pytest.fixture
 def procs(tmp_path):
-    """Process factory (Procs.start); everything started is stopped at teardown."""
+    """Process factory (Procs.start); everything started is stopped, then
+    judged (judge()), at teardown: a problem fails the test there."""
     ps = Procs(str(tmp_path))
     try:
         yield ps

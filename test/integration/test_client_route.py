@@ -91,8 +91,9 @@ def test_client_route_refuses_server_cn_not_allowed(dmtls_bin, pki, procs, port)
     """The server's leaf CN (other) is not in --cert-allowed-cn (dm): the
     plaintext client gets EOF and no data, the TLS server never receives an
     application byte, and the log says the peer was denied."""
-    with TLSServer(pki.path("other"), pki.key("other"), pki.ca,
-                   require_client_cert=True) as srv:
+    srv = TLSServer(pki.path("other"), pki.key("other"), pki.ca, require_client_cert=True)
+    srv.expect_error(r"^handshake: \[SSL: SSLV3_ALERT_BAD_CERTIFICATE\]")  # dmtls's refusal
+    with srv:
         d = start_client_route(procs, dmtls_bin, pki, port, srv.addr,
                                "--cert-allowed-cn", "dm")
         got, how = refused_plaintext_client(port)
@@ -110,8 +111,9 @@ def test_client_route_refuses_server_name_mismatch(dmtls_bin, pki, procs, port):
     """--server-name is not among the server certificate's SANs: the plaintext
     client gets EOF and no data, the TLS server never receives an application
     byte, and the log records a verification failure naming the name."""
-    with TLSServer(pki.path("dm"), pki.key("dm"), pki.ca,
-                   require_client_cert=True) as srv:
+    srv = TLSServer(pki.path("dm"), pki.key("dm"), pki.ca, require_client_cert=True)
+    srv.expect_error(r"^handshake: \[SSL: SSLV3_ALERT_BAD_CERTIFICATE\]")  # dmtls's refusal
+    with srv:
         d = start_client_route(procs, dmtls_bin, pki, port, srv.addr,
                                "--cert-allowed-cn", "dm",
                                "--server-name", "wrong.example.com")

@@ -18,6 +18,7 @@ line, and expected line numbers are found by searching the written text.
 import os
 import socket
 import ssl
+import subprocess
 
 import pytest
 
@@ -92,7 +93,7 @@ def run_config(dmtls_bin, verb, conf):
     started serving instead of refusing the file) is a test failure."""
     try:
         return run([dmtls_bin, verb, "-c", conf], timeout=RUN_TIMEOUT)
-    except Exception as e:  # subprocess.TimeoutExpired: the child was killed
+    except subprocess.TimeoutExpired as e:  # the child was killed
         raise AssertionError("`dmtls %s -c %s` did not exit within %ss (%s); it "
                              "accepted the broken file" % (verb, conf, RUN_TIMEOUT, e))
 

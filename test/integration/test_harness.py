@@ -11,9 +11,9 @@ import time
 import pytest
 
 from backends import (DuplexServer, EchoServer, HalfCloseServer, SinkServer,
-                      SlowReader, TLSServer, pattern, pattern_chunks, pattern_sha256,
-                      read_to_eof, wait_until)
-from conftest import free_port, run
+                      SlowReader, TLSServer, _Server, pattern, pattern_chunks,
+                      pattern_sha256, read_to_eof, wait_until)
+from conftest import Proc, Procs, dmtls_path, free_port, judge, names_dmtls, run
 from tlsclient import tls_connect, tls_refused
 
 
@@ -208,7 +208,8 @@ def test_tls_server_reports_client_cn(pki):
 
 
 def test_tls_refusals(pki):
-    with TLSServer(pki.path("dm"), pki.key("dm"), pki.ca) as srv:
+    srv = TLSServer(pki.path("dm"), pki.key("dm"), pki.ca).expect_error(r"^handshake: ")
+    with srv:
         assert tls_refused(srv.port, pki, cert="dm") is None
         assert tls_refused(srv.port, pki, cert=None) is not None
         assert tls_refused(srv.port, pki, cert="untrusted") is not None
@@ -256,3 +257,131 @@ def test_procs_unix_wait(procs, tmp_path):
     p = procs.start([sys.executable, "-c", code, path], wait_unix=path)
     assert p.proc.poll() is None
     # left running on purpose: the fixture's teardown must stop it
+
+
+# -- judging processes at stop -------------------------------------------------
+
+# Stands in for dmtls: installs a SIGTERM handler that exits with argv[1],
+# writes argv[2:] to stderr, says "ready", waits.  With argv[1] "crash" it
+# kills itself with SIGSEGV on SIGTERM instead.
+FAKE_DMTLS = """
+import os, signal, sys
+def on_term(*_):
+    if sys.argv[1] == "crash":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    sys.exit(int(sys.argv[1]))
+signal.signal(signal.SIGTERM, on_term)
+for line in sys.argv[2:]:
+    print(line, file=sys.stderr, flush=True)
+print("ready", file=sys.stderr, flush=True)
+while True:
+    signal.pause()
+"""
+
+ERR_LINE = "ts=2024-01-01T00:00:00.000Z level=error event=connect_failed target=x:1"
+JSON_ERR = '{"ts":"2024-01-01T00:00:00.000Z","level":"error","event":"reload_failed"}'
+ASAN = "==4242==ERROR: AddressSanitizer: heap-use-after-free on address 0x6020"
+UBSAN = "proxy/conn.c:120:9: runtime error: signed integer overflow"
+ASSERT = "dmtls: proxy/conn.c:88: conn_free: Assertion `c->magic == CONN_MAGIC' failed."
+
+
+def stopped(tmp_path, status, *lines, strict=True, **declared):
+    """A FAKE_DMTLS process, judged as dmtls (strict) unless told, after
+    writing `lines` to stderr and being stopped by SIGTERM."""
+    p = Proc([sys.executable, "-c", FAKE_DMTLS, str(status), *lines], "fake",
+             str(tmp_path), None, strict=strict, **declared)
+    p.wait_log("^ready$")
+    p.stop()
+    return p
+
+
+def test_judge_passes_a_clean_stop(tmp_path):
+    p = stopped(tmp_path, 0, "ts=x level=info event=listening", "ts=x level=warn event=y")
+    assert p.proc.returncode == 0 and judge(p) == []
+
+
+def test_judge_flags_an_unexpected_error_line(tmp_path):
+    assert judge(stopped(tmp_path, 0, ERR_LINE)) == ["unexpected error line: " + ERR_LINE]
+    assert judge(stopped(tmp_path, 0, JSON_ERR)) == ["unexpected error line: " + JSON_ERR]
+
+
+def test_judge_passes_a_declared_error_line(tmp_path):
+    p = stopped(tmp_path, 0, ERR_LINE, JSON_ERR,
+                expect_errors=[r"event=connect_failed target=x:1$"])
+    assert judge(p) == ["unexpected error line: " + JSON_ERR]  # one line per regex
+    p.expect_error(r'"event":"reload_failed"')
+    assert judge(p) == []
+
+
+def test_judge_flags_sanitizer_reports_and_assertions(tmp_path):
+    want = ["report: " + line for line in (ASAN, UBSAN, ASSERT)]
+    assert judge(stopped(tmp_path, 0, ASAN, UBSAN, ASSERT)) == want
+    # a backend that is not dmtls is held to this too
+    assert judge(stopped(tmp_path, 0, ASAN, UBSAN, ASSERT, strict=False)) == want
+
+
+def test_judge_flags_an_unexpected_exit_status(tmp_path):
+    p = stopped(tmp_path, 2)
+    assert judge(p) == ["exit status 2, expected 0 (signals sent: SIGTERM)"]
+    assert judge(p.expect_exit(2)) == [] and judge(p.expect_exit(None)) == []
+    assert judge(stopped(tmp_path, 1, expect_status=1)) == []
+    assert judge(stopped(tmp_path, 2, strict=False)) == []  # only a crash counts
+
+
+def test_judge_flags_a_crash_of_any_process(tmp_path):
+    for strict in (True, False):
+        problems = judge(stopped(tmp_path, "crash", strict=strict))
+        assert len(problems) == 1 and "-11 (SIGSEGV)" in problems[0], problems
+    p = Proc([sys.executable, "-c", "import time; time.sleep(60)"], "sleeper",
+             str(tmp_path), None)
+    assert not p.strict and p.stop() == -15 and judge(p) == []  # we sent that one
+
+
+def test_judge_recognises_dmtls_behind_a_wrapper():
+    assert names_dmtls(["prlimit", "--nofile=48:48", "--", dmtls_path(), "run"])
+    assert names_dmtls(["/elsewhere/bin/dmtls", "version"])
+    assert not names_dmtls([sys.executable, "-c", "print('dmtls')", "dmtls.conf"])
+
+
+def test_stop_all_stops_everything_then_reports_all(tmp_path):
+    ps = Procs(str(tmp_path))
+    for lines in ([ERR_LINE], [ASAN]):
+        ps.start([sys.executable, "-c", FAKE_DMTLS, "0", *lines], name="fake",
+                 strict=True).wait_log("^ready$")
+    with pytest.raises(AssertionError) as e:
+        ps.stop_all()
+    assert all(p.proc.returncode == 0 for p in ps.all)
+    msg = str(e.value)
+    assert "unexpected error line: " + ERR_LINE in msg and "report: " + ASAN in msg
+    assert "fake (argv" in msg and "fake-1 (argv" in msg
+
+
+def test_run_flags_a_sanitizer_report_of_dmtls(tmp_path):
+    fake = tmp_path / "dmtls"
+    fake.write_text("#!%s\nimport sys\nprint(%r, file=sys.stderr)\nsys.exit(1)\n"
+                    % (sys.executable, UBSAN))
+    fake.chmod(0o755)
+    with pytest.raises(AssertionError, match="runtime error: signed integer overflow"):
+        run([fake, "check"])
+    assert run([fake, "check"], expect_errors=[r"conn\.c:120:9: runtime error"]).returncode == 1
+    # the same line from a program that is not dmtls is its own business
+    assert run([sys.executable, "-c", "import sys; print(%r, file=sys.stderr)"
+                % UBSAN]).returncode == 0
+
+
+class Failing(_Server):
+    """A backend whose handler raises."""
+
+    def handle(self, conn):
+        raise ValueError("boom from the handler")
+
+
+def test_backend_reports_its_own_errors_at_exit():
+    with pytest.raises(AssertionError, match="ValueError: boom from the handler"):
+        with Failing() as srv:
+            connect(srv.port).close()
+            wait_until(lambda: srv.errors, msg="the handler's error")
+    with Failing().expect_error(r"^ValueError: boom from the handler$") as srv:
+        connect(srv.port).close()
+        wait_until(lambda: srv.errors, msg="the handler's error")
+    assert srv.errors == ["ValueError: boom from the handler"]

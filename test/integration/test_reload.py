@@ -18,6 +18,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -319,6 +320,7 @@ def _broken_reload(dmtls_bin, pki, procs, tmp_path, kind, echo):
     replace_file(conf, bad)
     line = reload(d, expect="reload_failed")
     where = "%s:%d" % (os.path.realpath(conf), line_of(bad, needle))
+    d.expect_error(r'event=reload_failed msg="%s: ' % re.escape(where))
     return d, (port, port_y), status_port, line, where, good, conf
 
 
@@ -427,6 +429,10 @@ def test_sigterm_shutdown_timeout_cuts_and_exits_1(dmtls_bin, pki, procs, tmp_pa
         try:
             since = d.mark()
             t0 = time.monotonic()
+            d.expect_exit(1)
+            # the cut resets the backend's side of each transfer
+            duplex.expect_error(r"^ConnectionResetError: \[Errno 104\]",
+                                r"^send: \[Errno (32|104)\]")
             d.kill(signal.SIGTERM)
             rc = d.wait(10)
             elapsed = time.monotonic() - t0
