@@ -11,6 +11,17 @@
  *   <- auth packets, renumbered == auth packets ==============>  until OK or ERR
  *   <=============== bytes relayed untouched =================>
  *
+ * The plaintext invariant (DESIGN 2, mysql step 3): the greeting is the only
+ * plaintext the server leg may deliver.  on_greeting() refuses a greeting
+ * with any byte behind it in ms_in[SRV]; from then until the TLS session
+ * exists nothing reads the server leg, and server_quiet() refuses bytes
+ * waiting in its socket right before each write of the SSLRequest and right
+ * before the session is created (a real server says nothing until our
+ * ClientHello).  So when tls_setup() runs, ms_in[SRV] and the endpoint's
+ * read-ahead are empty, and every server byte the relay or wolfSSL ever
+ * sees came through TLS.  Refusals end the connection with an ERR to the
+ * client and a conn_failed log line.
+ *
  * Each leg keeps its own sequence counter: a packet received sets the leg's
  * next id, a packet sent is stamped with it.  That renumbers forwarded
  * packets and leaves room for the ones dmtls answers itself (the RSA public
@@ -19,6 +30,7 @@
  */
 #include <sys/socket.h>
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -438,6 +450,48 @@ fail(struct conn *c, const char *why)
 	return (-1);
 }
 
+/* Refuse plaintext the server leg sent after its greeting; returns -1. */
+static int
+injected(struct conn *c, const uint8_t *p, size_t n)
+{
+	char hex[8 * 3];
+	size_t i, off = 0;
+
+	hex[0] = '\0';
+	for (i = 0; i < n && i < 8; i++)
+		off += (size_t)snprintf(hex + off, sizeof(hex) - off, "%s%02x",
+		    i > 0 ? " " : "", p[i]);
+	snprintf(c->c_reason, sizeof(c->c_reason), "the server sent %zu byte%s "
+	    "in plaintext after its greeting, before TLS (%s); refused as "
+	    "injected on the path to %s", n, n == 1 ? "" : "s", hex,
+	    c->c_route->rt_conf->target);
+	return (-1);
+}
+
+/*
+ * Before TLS, the server must be silent after its greeting: 0 when nothing
+ * waits in the server's socket, -1 (reason recorded) when bytes do, or the
+ * server closed or failed.
+ */
+static int
+server_quiet(struct conn *c)
+{
+	uint8_t peek[512];
+	ssize_t r;
+
+	r = recv(c->c_ep[SRV].ep_fd, peek, sizeof(peek), MSG_PEEK |
+	    MSG_DONTWAIT);
+	if (r > 0)
+		return (injected(c, peek, (size_t)r));
+	if (r == 0)
+		return (fail(c, "server closed the connection during login"));
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		return (0);
+	snprintf(c->c_reason, sizeof(c->c_reason), "server %s during login",
+	    strerror(errno));
+	return (-1);
+}
+
 /* The server's greeting: refuse servers without TLS, hide CLIENT_SSL. */
 static int
 on_greeting(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
@@ -464,6 +518,10 @@ on_greeting(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
 	if (my_parse_greeting(p, n, &g) == -1)
 		return (fail(c, "the server's greeting is not a MySQL "
 		    "protocol 10 handshake"));
+	/* Whatever came with the greeting is plaintext an on-path party
+	 * could have written (a forged OK, a whole result set). */
+	if (ms->ms_inlen[SRV] > 4 + n)
+		return (injected(c, p + n, ms->ms_inlen[SRV] - 4 - n));
 	if (!(g.g_caps & CLIENT_SSL)) {
 		snprintf(c->c_reason, sizeof(c->c_reason), "server %s does "
 		    "not support TLS (its greeting lacks CLIENT_SSL); enable "
@@ -674,7 +732,11 @@ step_once(struct conn *c)
 		if (ms->ms_outlen[leg] == 0)
 			continue;
 		/* The SSLRequest goes out in clear, before the TLS session
-		 * exists; everything later to the server goes through TLS. */
+		 * exists; everything later to the server goes through TLS.
+		 * Until all of it is out, the server has nothing to answer. */
+		if (leg == SRV && ms->ms_phase == MY_SSLREQ &&
+		    server_quiet(c) == -1)
+			return (-1);
 		if ((r = flush(c, leg)) == -1)
 			return (-1);
 		moved |= r;
@@ -691,6 +753,13 @@ step_once(struct conn *c)
 	case MY_SSLREQ:
 		if (ms->ms_outlen[SRV] != 0)
 			return (moved);
+		/* The invariant at the top: no plaintext from the server
+		 * is left anywhere TLS or the relay would read it. */
+		if (server_quiet(c) == -1)
+			return (-1);
+		if (ms->ms_inlen[SRV] != 0 || c->c_ep[SRV].ep_ra_len != 0)
+			return (fail(c, "internal error: server bytes read "
+			    "before TLS"));
 		if (tls_setup(c, &c->c_ep[SRV]) == -1)
 			return (fail(c, "cannot create a TLS session"));
 		ms->ms_phase = MY_TLS;
