@@ -650,7 +650,7 @@ on_client_password(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
 		consume(ms, CLI, n, seq);
 		ms->ms_expect = EXPECT_NONE;
 		i = queue(ms, SRV, pw, (size_t)len);
-		memset(pw, 0, sizeof(pw));
+		explicit_bzero(pw, sizeof(pw));
 		return (i);
 	}
 	if (n == 0) {
@@ -668,7 +668,7 @@ on_client_password(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
 	memcpy(pw, p, n < sizeof(pw) ? n : sizeof(pw));
 	consume(ms, CLI, n, seq);
 	i = queue(ms, SRV, pw, n < sizeof(pw) ? n : sizeof(pw));
-	memset(pw, 0, sizeof(pw));
+	explicit_bzero(pw, sizeof(pw));
 	return (i);
 }
 
@@ -678,12 +678,15 @@ on_client_auth(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
 {
 	struct mysql_state *ms = c->c_my;
 	uint8_t copy[MY_MAXPKT];
+	int r;
 
 	if (ms->ms_expect == EXPECT_RSA)
 		return (on_client_password(c, p, n, seq));
 	memcpy(copy, p, n);
 	consume(ms, CLI, n, seq);
-	return (queue(ms, SRV, copy, n));
+	r = queue(ms, SRV, copy, n);
+	explicit_bzero(copy, n);	/* a cleartext plugin's password */
+	return (r);
 }
 
 int
@@ -695,7 +698,20 @@ mysql_begin(struct conn *c)
 	return (0);
 }
 
-/* Hand leftover input to the relay and free the upgrade's state. */
+/* The one way the upgrade's state goes: wiped (logins, passwords), freed. */
+static void
+ms_free(struct conn *c)
+{
+	explicit_bzero(c->c_my, sizeof(*c->c_my));
+	free(c->c_my);
+	c->c_my = NULL;
+}
+
+/*
+ * Hand leftover input to the relay and free the upgrade's state.  0, or -1
+ * (reason recorded, state kept for the caller's close) when no buffer is
+ * left.  By the plaintext invariant, the server's leftover came over TLS.
+ */
 static int
 finish(struct conn *c)
 {
@@ -707,15 +723,14 @@ finish(struct conn *c)
 		if (ms->ms_inlen[leg] == 0)
 			continue;
 		if ((h[leg]->h_buf = relay_buf_get()) == NULL)
-			return (-1);
+			return (fail(c, "out of memory for the relay's buffers"));
 		memcpy(h[leg]->h_buf, ms->ms_in[leg], ms->ms_inlen[leg]);
 		h[leg]->h_off = 0;
 		h[leg]->h_len = ms->ms_inlen[leg];
 		h[leg]->h_bytes += ms->ms_inlen[leg];
 	}
-	free(ms);
-	c->c_my = NULL;
-	return (1);
+	ms_free(c);
+	return (0);
 }
 
 /* One round of work; 1 when something moved, 0 when blocked, -1 error. */
@@ -770,7 +785,7 @@ step_once(struct conn *c)
 			return (r == -1 ? -2 : moved);	/* -2: closed */
 		if (queue(ms, SRV, ms->ms_login, ms->ms_loginlen) == -1)
 			return (-1);
-		memset(ms->ms_login, 0, sizeof(ms->ms_login));
+		explicit_bzero(ms->ms_login, sizeof(ms->ms_login));
 		ms->ms_phase = MY_AUTH;
 		return (1);
 	case MY_AUTH:
@@ -792,29 +807,31 @@ step_once(struct conn *c)
 int
 mysql_step(struct conn *c)
 {
+	struct mysql_state *ms = c->c_my;
 	int r;
 
 	do {
 		if ((r = step_once(c)) == -2)
 			return (-1);		/* tls_handshake closed it */
-		if (r == -1) {
-			if (c->c_result == NULL ||
-			    strcmp(c->c_result, "allowed") == 0)
-				c->c_result = "failed";
-			conn_close(c, NULL);
-			return (-1);
-		}
+		if (r == -1)
+			goto err;
 	} while (r == 1);
-	if (c->c_my->ms_phase == MY_DONE && c->c_my->ms_outlen[CLI] == 0 &&
-	    c->c_my->ms_outlen[SRV] == 0) {
-		if (c->c_reason[0] != '\0') {
-			/* The server refused before TLS: it was told. */
-			conn_close(c, NULL);
-			return (-1);
-		}
-		return (finish(c));
+	if (ms->ms_phase != MY_DONE || ms->ms_outlen[CLI] != 0 ||
+	    ms->ms_outlen[SRV] != 0)
+		return (0);
+	if (c->c_reason[0] != '\0') {
+		/* The server refused before TLS: the client has its ERR. */
+		conn_close(c, NULL);
+		return (-1);
 	}
-	return (0);
+	if (finish(c) == -1)
+		goto err;
+	return (1);
+err:
+	if (c->c_result == NULL || strcmp(c->c_result, "allowed") == 0)
+		c->c_result = "failed";
+	conn_close(c, NULL);
+	return (-1);
 }
 
 void
@@ -837,7 +854,5 @@ mysql_abort(struct conn *c)
 		    MSG_NOSIGNAL);
 		(void)w;
 	}
-	memset(ms, 0, sizeof(*ms));
-	free(ms);
-	c->c_my = NULL;
+	ms_free(c);
 }
