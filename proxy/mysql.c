@@ -11,6 +11,17 @@
  *   <- auth packets, renumbered == auth packets ==============>  until OK or ERR
  *   <=============== bytes relayed untouched =================>
  *
+ * The plaintext invariant (DESIGN 2, mysql step 3): the greeting is the only
+ * plaintext the server leg may deliver.  on_greeting() refuses a greeting
+ * with any byte behind it in ms_in[SRV]; from then until the TLS session
+ * exists nothing reads the server leg, and server_quiet() refuses bytes
+ * waiting in its socket right before each write of the SSLRequest and right
+ * before the session is created (a real server says nothing until our
+ * ClientHello).  So when tls_setup() runs, ms_in[SRV] and the endpoint's
+ * read-ahead are empty, and every server byte the relay or wolfSSL ever
+ * sees came through TLS.  Refusals end the connection with an ERR to the
+ * client and a conn_failed log line.
+ *
  * Each leg keeps its own sequence counter: a packet received sets the leg's
  * next id, a packet sent is stamped with it.  That renumbers forwarded
  * packets and leaves room for the ones dmtls answers itself (the RSA public
@@ -19,6 +30,7 @@
  */
 #include <sys/socket.h>
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -438,6 +450,48 @@ fail(struct conn *c, const char *why)
 	return (-1);
 }
 
+/* Refuse plaintext the server leg sent after its greeting; returns -1. */
+static int
+injected(struct conn *c, const uint8_t *p, size_t n)
+{
+	char hex[8 * 3];
+	size_t i, off = 0;
+
+	hex[0] = '\0';
+	for (i = 0; i < n && i < 8; i++)
+		off += (size_t)snprintf(hex + off, sizeof(hex) - off, "%s%02x",
+		    i > 0 ? " " : "", p[i]);
+	snprintf(c->c_reason, sizeof(c->c_reason), "the server sent %zu byte%s "
+	    "in plaintext after its greeting, before TLS (%s); refused as "
+	    "injected on the path to %s", n, n == 1 ? "" : "s", hex,
+	    c->c_route->rt_conf->target);
+	return (-1);
+}
+
+/*
+ * Before TLS, the server must be silent after its greeting: 0 when nothing
+ * waits in the server's socket, -1 (reason recorded) when bytes do, or the
+ * server closed or failed.
+ */
+static int
+server_quiet(struct conn *c)
+{
+	uint8_t peek[512];
+	ssize_t r;
+
+	r = recv(c->c_ep[SRV].ep_fd, peek, sizeof(peek), MSG_PEEK |
+	    MSG_DONTWAIT);
+	if (r > 0)
+		return (injected(c, peek, (size_t)r));
+	if (r == 0)
+		return (fail(c, "server closed the connection during login"));
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		return (0);
+	snprintf(c->c_reason, sizeof(c->c_reason), "server %s during login",
+	    strerror(errno));
+	return (-1);
+}
+
 /* The server's greeting: refuse servers without TLS, hide CLIENT_SSL. */
 static int
 on_greeting(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
@@ -464,6 +518,10 @@ on_greeting(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
 	if (my_parse_greeting(p, n, &g) == -1)
 		return (fail(c, "the server's greeting is not a MySQL "
 		    "protocol 10 handshake"));
+	/* Whatever came with the greeting is plaintext an on-path party
+	 * could have written (a forged OK, a whole result set). */
+	if (ms->ms_inlen[SRV] > 4 + n)
+		return (injected(c, p + n, ms->ms_inlen[SRV] - 4 - n));
 	if (!(g.g_caps & CLIENT_SSL)) {
 		snprintf(c->c_reason, sizeof(c->c_reason), "server %s does "
 		    "not support TLS (its greeting lacks CLIENT_SSL); enable "
@@ -592,7 +650,7 @@ on_client_password(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
 		consume(ms, CLI, n, seq);
 		ms->ms_expect = EXPECT_NONE;
 		i = queue(ms, SRV, pw, (size_t)len);
-		memset(pw, 0, sizeof(pw));
+		explicit_bzero(pw, sizeof(pw));
 		return (i);
 	}
 	if (n == 0) {
@@ -610,7 +668,7 @@ on_client_password(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
 	memcpy(pw, p, n < sizeof(pw) ? n : sizeof(pw));
 	consume(ms, CLI, n, seq);
 	i = queue(ms, SRV, pw, n < sizeof(pw) ? n : sizeof(pw));
-	memset(pw, 0, sizeof(pw));
+	explicit_bzero(pw, sizeof(pw));
 	return (i);
 }
 
@@ -620,12 +678,15 @@ on_client_auth(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
 {
 	struct mysql_state *ms = c->c_my;
 	uint8_t copy[MY_MAXPKT];
+	int r;
 
 	if (ms->ms_expect == EXPECT_RSA)
 		return (on_client_password(c, p, n, seq));
 	memcpy(copy, p, n);
 	consume(ms, CLI, n, seq);
-	return (queue(ms, SRV, copy, n));
+	r = queue(ms, SRV, copy, n);
+	explicit_bzero(copy, n);	/* a cleartext plugin's password */
+	return (r);
 }
 
 int
@@ -637,7 +698,20 @@ mysql_begin(struct conn *c)
 	return (0);
 }
 
-/* Hand leftover input to the relay and free the upgrade's state. */
+/* The one way the upgrade's state goes: wiped (logins, passwords), freed. */
+static void
+ms_free(struct conn *c)
+{
+	explicit_bzero(c->c_my, sizeof(*c->c_my));
+	free(c->c_my);
+	c->c_my = NULL;
+}
+
+/*
+ * Hand leftover input to the relay and free the upgrade's state.  0, or -1
+ * (reason recorded, state kept for the caller's close) when no buffer is
+ * left.  By the plaintext invariant, the server's leftover came over TLS.
+ */
 static int
 finish(struct conn *c)
 {
@@ -649,15 +723,14 @@ finish(struct conn *c)
 		if (ms->ms_inlen[leg] == 0)
 			continue;
 		if ((h[leg]->h_buf = relay_buf_get()) == NULL)
-			return (-1);
+			return (fail(c, "out of memory for the relay's buffers"));
 		memcpy(h[leg]->h_buf, ms->ms_in[leg], ms->ms_inlen[leg]);
 		h[leg]->h_off = 0;
 		h[leg]->h_len = ms->ms_inlen[leg];
 		h[leg]->h_bytes += ms->ms_inlen[leg];
 	}
-	free(ms);
-	c->c_my = NULL;
-	return (1);
+	ms_free(c);
+	return (0);
 }
 
 /* One round of work; 1 when something moved, 0 when blocked, -1 error. */
@@ -674,7 +747,11 @@ step_once(struct conn *c)
 		if (ms->ms_outlen[leg] == 0)
 			continue;
 		/* The SSLRequest goes out in clear, before the TLS session
-		 * exists; everything later to the server goes through TLS. */
+		 * exists; everything later to the server goes through TLS.
+		 * Until all of it is out, the server has nothing to answer. */
+		if (leg == SRV && ms->ms_phase == MY_SSLREQ &&
+		    server_quiet(c) == -1)
+			return (-1);
 		if ((r = flush(c, leg)) == -1)
 			return (-1);
 		moved |= r;
@@ -691,6 +768,13 @@ step_once(struct conn *c)
 	case MY_SSLREQ:
 		if (ms->ms_outlen[SRV] != 0)
 			return (moved);
+		/* The invariant at the top: no plaintext from the server
+		 * is left anywhere TLS or the relay would read it. */
+		if (server_quiet(c) == -1)
+			return (-1);
+		if (ms->ms_inlen[SRV] != 0 || c->c_ep[SRV].ep_ra_len != 0)
+			return (fail(c, "internal error: server bytes read "
+			    "before TLS"));
 		if (tls_setup(c, &c->c_ep[SRV]) == -1)
 			return (fail(c, "cannot create a TLS session"));
 		ms->ms_phase = MY_TLS;
@@ -701,7 +785,7 @@ step_once(struct conn *c)
 			return (r == -1 ? -2 : moved);	/* -2: closed */
 		if (queue(ms, SRV, ms->ms_login, ms->ms_loginlen) == -1)
 			return (-1);
-		memset(ms->ms_login, 0, sizeof(ms->ms_login));
+		explicit_bzero(ms->ms_login, sizeof(ms->ms_login));
 		ms->ms_phase = MY_AUTH;
 		return (1);
 	case MY_AUTH:
@@ -723,29 +807,31 @@ step_once(struct conn *c)
 int
 mysql_step(struct conn *c)
 {
+	struct mysql_state *ms = c->c_my;
 	int r;
 
 	do {
 		if ((r = step_once(c)) == -2)
 			return (-1);		/* tls_handshake closed it */
-		if (r == -1) {
-			if (c->c_result == NULL ||
-			    strcmp(c->c_result, "allowed") == 0)
-				c->c_result = "failed";
-			conn_close(c, NULL);
-			return (-1);
-		}
+		if (r == -1)
+			goto err;
 	} while (r == 1);
-	if (c->c_my->ms_phase == MY_DONE && c->c_my->ms_outlen[CLI] == 0 &&
-	    c->c_my->ms_outlen[SRV] == 0) {
-		if (c->c_reason[0] != '\0') {
-			/* The server refused before TLS: it was told. */
-			conn_close(c, NULL);
-			return (-1);
-		}
-		return (finish(c));
+	if (ms->ms_phase != MY_DONE || ms->ms_outlen[CLI] != 0 ||
+	    ms->ms_outlen[SRV] != 0)
+		return (0);
+	if (c->c_reason[0] != '\0') {
+		/* The server refused before TLS: the client has its ERR. */
+		conn_close(c, NULL);
+		return (-1);
 	}
-	return (0);
+	if (finish(c) == -1)
+		goto err;
+	return (1);
+err:
+	if (c->c_result == NULL || strcmp(c->c_result, "allowed") == 0)
+		c->c_result = "failed";
+	conn_close(c, NULL);
+	return (-1);
 }
 
 void
@@ -768,7 +854,5 @@ mysql_abort(struct conn *c)
 		    MSG_NOSIGNAL);
 		(void)w;
 	}
-	memset(ms, 0, sizeof(*ms));
-	free(ms);
-	c->c_my = NULL;
+	ms_free(c);
 }

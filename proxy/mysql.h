@@ -32,7 +32,8 @@ int mysql_step(struct conn *);
 
 /*
  * mysql_abort(c): on teardown before the auth phase ended, tell the client
- * why in an ERR packet (SQLSTATE 08S01, best effort), then free the state.
+ * why in an ERR packet (SQLSTATE 08S01, best effort), then wipe (logins,
+ * passwords) and free the state.
  */
 void mysql_abort(struct conn *);
 

@@ -12,7 +12,9 @@
   AuthSwitchRequest (new nonce) first.  After OK it answers COM_QUERY with a
   one-row result set (OK for SET ...), COM_PING with OK, and closes on COM_QUIT.  ``.script``
   replaces phases by raw bytes, for the robustness tests.  Every sequence id
-  the server receives is checked; mismatches land in ``.errors``.
+  the server receives is checked; mismatches land in ``.errors``, and the
+  server raises them when it is closed (at the end of the ``with`` block or
+  fixture) unless the test declared them with ``expect_error(regex)``.
 - ``FakeClient``: a raw plaintext MySQL client (greeting, login, auth
   packets, raw garbage) and ``read_outcome()`` to classify how dmtls answered.
 - ``RecordingProxy``: a TCP relay that keeps every byte each way.
@@ -23,6 +25,7 @@
 
 import hashlib
 import os
+import re
 import socket
 import ssl
 import struct
@@ -231,9 +234,14 @@ class FakeMySQLServer(_Server):
 
     ca: verify an (optional) client certificate against it (client_cn).
     users: {name: password (bytes)}.  mode: "fast" or "full".
-    switch_to: None, or a plugin name to switch to with a fresh nonce.
+    switch_to: None, or a plugin name to switch to with a fresh nonce
+      (b"sha256_password": the switch response must be the password + NUL).
     script: dict of raw overrides, read at accept time:
       "greeting": bytes sent instead of the greeting;
+      "after_greeting": bytes sent right behind the greeting, in the same
+        send (one TCP segment), as an on-path party could append them;
+      "inject": bytes sent in clear after the greeting, in a separate send
+        made once the test sets .inject_go; .injected is set after it;
       "after_sslreq": bytes sent in clear instead of the TLS handshake;
       "auth": bytes sent over TLS instead of the first auth reply;
       "then": "close" (default) or "stall" after a raw override."""
@@ -246,6 +254,9 @@ class FakeMySQLServer(_Server):
         self.plugin = plugin
         self.io_timeout = io_timeout
         self.script = {}
+        self.inject_go = threading.Event()
+        self.injected = threading.Event()
+        self._expected = []
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
         if ca:  # ask for a client certificate (optional), as mysqld does
@@ -256,6 +267,32 @@ class FakeMySQLServer(_Server):
     def _error(self, msg):
         with self._lock:
             self.errors.append(msg)
+
+    def expect_error(self, regex):
+        """Declare that errors matching `regex` (re.search) are expected,
+        so close() does not raise for them."""
+        self._expected.append(re.compile(regex))
+
+    def unexpected_errors(self):
+        """The errors recorded so far that no expect_error() covers."""
+        with self._lock:
+            errors = list(self.errors)
+        return [e for e in errors if not any(x.search(e) for x in self._expected)]
+
+    def close(self):
+        """Stop (see _Server.close), then raise AssertionError naming every
+        error the server met that the test did not declare expected."""
+        super().close()
+        bad = self.unexpected_errors()
+        if bad:
+            raise AssertionError("FakeMySQLServer errors: %s" % "; ".join(bad))
+
+    def __exit__(self, exc_type, *exc):
+        try:
+            self.close()
+        except AssertionError:
+            if exc_type is None:  # do not hide the with block's own failure
+                raise
 
     def _check_seq(self, rec, what, got, want):
         if got != want:
@@ -292,7 +329,14 @@ class FakeMySQLServer(_Server):
         if "greeting" in script:
             return self._raw(conn, script["greeting"], then, rec)
         nonce = make_nonce()
-        conn.sendall(packet(0, greeting(nonce, plugin=self.plugin)))
+        conn.sendall(packet(0, greeting(nonce, plugin=self.plugin)) +
+                     script.get("after_greeting", b""))
+        if "inject" in script:
+            if not self.inject_go.wait(self.io_timeout):
+                self._error("the test never let the injection go")
+                return
+            conn.sendall(script["inject"])
+            self.injected.set()
         seq, req = read_packet(conn)
         rec["sslreq"], rec["sslreq_seq"] = req, seq
         self._check_seq(rec, "SSLRequest", seq, 1)
@@ -336,6 +380,18 @@ class FakeMySQLServer(_Server):
             s, scramble = read_packet(tls)
             self._check_seq(rec, "auth switch response", s, seq + 1)
             seq += 2
+            if self.switch_to == b"sha256_password":
+                # Over TLS, mysqld's sha256_password takes the password in
+                # clear (+ NUL) as the switch response.
+                rec["full_auth_payload"] = scramble
+                if password is not None and scramble == password + b"\0":
+                    tls.sendall(packet(seq, ok()))
+                    rec["auth"] = "ok"
+                else:
+                    tls.sendall(packet(seq, err(1045, "Access denied for user '%s' "
+                                                "(fake, sha256)" % user, "28000")))
+                    rec["auth"] = "denied"
+                return
         if self.mode == "fast":
             if password is not None and scramble == caching_sha2_scramble(password, nonce):
                 tls.sendall(packet(seq, b"\x01\x03") + packet(seq + 1, ok()))

@@ -35,7 +35,7 @@ from conftest import free_port, wait_listening
 from mysqld import mariadb, mariadb_cli, mariadb_plain  # noqa: F401 (fixtures)
 from mysqlfake import (FakeClient, FakeMySQLServer, RecordingProxy, Ed25519Auth,
                        SERVER_CAPS, SSL, caching_sha2_scramble, err, greeting,
-                       login_payload, make_nonce, native_scramble, packet)
+                       login_payload, make_nonce, native_scramble, packet, parse_err)
 
 ROUTE = "mysql"          # the default route name of `dmtls mysql`
 
@@ -495,101 +495,129 @@ def _greet(nonce=None, caps=SERVER_CAPS):
 
 BIG = b"\xff\xff\xff"
 
-# What the fake server sends instead of its greeting: (label, bytes, then).
+# Every case below names the cause dmtls must give in its ERR 1043 (a regex
+# searched in the message after "dmtls (route mysql): ").
+TIMEOUT = r"^handshake timeout after 2000ms$"
+NOT_MYSQL = r"^127\.0\.0\.1:\d+ does not speak the MySQL protocol \(its first bytes"
+NOT_V10 = r"^the server's greeting is not a MySQL protocol 10 handshake$"
+SRV_CLOSED = r"^server closed the connection during login$"
+CLI_CLOSED = r"^client closed the connection during login$"
+MALFORMED_LOGIN = r"^malformed login packet from the client$"
+KEY_UNKNOWN = r"^the client encrypted its password with a server public key it already had"
+
+# What the fake server sends instead of its greeting: (label, bytes, then, cause).
 SERVER_GREETING_CASES = [
-    ("truncated greeting, then close", packet(0, _greet())[:30], "close"),
-    ("truncated greeting, then stall", packet(0, _greet())[:30], "stall"),
-    ("length 0xffffff", BIG + b"\x00" + b"\x0a" * 4000, "close"),
+    ("truncated greeting, then close", packet(0, _greet())[:30], "close", SRV_CLOSED),
+    ("truncated greeting, then stall", packet(0, _greet())[:30], "stall", TIMEOUT),
+    ("length 0xffffff", BIG + b"\x00" + b"\x0a" * 4000, "close", NOT_MYSQL),
     ("length 16381 (just over the login limit)", b"\xfd\x3f\x00\x00" + b"\x0a" * 16381,
-     "close"),
-    ("empty packet", packet(0, b""), "close"),
-    ("not protocol 10", packet(0, b"\x09" + pattern(89, "greeting")), "close"),
-    ("version without NUL", packet(0, b"\x0a" + b"8" * 200), "close"),
-    ("cut after the low capability flags", packet(0, _greet()[:28]), "close"),
-    ("auth data length 255", packet(0, _greet()[:33] + b"\xff" + _greet()[34:]), "close"),
-    ("http response", b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", "close"),
+     "close", NOT_MYSQL),
+    ("empty packet", packet(0, b""), "close", NOT_V10),
+    ("not protocol 10", packet(0, b"\x09" + pattern(89, "greeting")), "close", NOT_V10),
+    ("version without NUL", packet(0, b"\x0a" + b"8" * 200), "close", NOT_V10),
+    ("cut after the low capability flags", packet(0, _greet()[:28]), "close",
+     r"^the server speaks a pre-4\.1 protocol$"),
+    ("auth data length 255", packet(0, _greet()[:33] + b"\xff" + _greet()[34:]), "close",
+     NOT_V10),
+    ("http response", b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", "close",
+     NOT_MYSQL),
 ]
 
-# What the client sends instead of its login: (label, bytes, then).
+# What the client sends instead of its login: (label, bytes, then, cause).
 _NO_NUL = pattern(5000, "login").replace(b"\0", b"\1")
 _LOGIN_OK = login_payload("u", b"\x01" * 32)
 CLIENT_LOGIN_CASES = [
-    ("truncated login, then close", packet(1, _LOGIN_OK)[:20], "close"),
-    ("truncated login, then stall", packet(1, _LOGIN_OK)[:20], "stall"),
-    ("length 0xffffff", BIG + b"\x01" + b"A" * 5000, "close"),
-    ("length 16381", b"\xfd\x3f\x00\x01" + b"A" * 16381, "close"),
-    ("empty packet", packet(1, b""), "close"),
-    ("shorter than 32 bytes", packet(1, _LOGIN_OK[:20]), "close"),
-    ("no CLIENT_PROTOCOL_41", packet(1, b"\x05\x80\x00\x00" + _LOGIN_OK[4:]), "close"),
+    ("truncated login, then close", packet(1, _LOGIN_OK)[:20], "close", CLI_CLOSED),
+    ("truncated login, then stall", packet(1, _LOGIN_OK)[:20], "stall", TIMEOUT),
+    ("length 0xffffff", BIG + b"\x01" + b"A" * 5000, "close",
+     r"^client sent a 16777215-byte packet during login; at most 16380 are accepted"),
+    ("length 16381", b"\xfd\x3f\x00\x01" + b"A" * 16381, "close",
+     r"^client sent a 16381-byte packet during login; at most 16380 are accepted"),
+    ("empty packet", packet(1, b""), "close", MALFORMED_LOGIN),
+    ("shorter than 32 bytes", packet(1, _LOGIN_OK[:20]), "close", MALFORMED_LOGIN),
+    ("no CLIENT_PROTOCOL_41", packet(1, b"\x05\x80\x00\x00" + _LOGIN_OK[4:]), "close",
+     MALFORMED_LOGIN),
     ("an SSLRequest", packet(1, (int.from_bytes(_LOGIN_OK[:4], "little") | SSL)
-                         .to_bytes(4, "little") + _LOGIN_OK[4:32]), "close"),
-    ("user without NUL", packet(1, _LOGIN_OK[:32] + b"u" * 300), "close"),
+                         .to_bytes(4, "little") + _LOGIN_OK[4:32]), "close",
+     r"^the client asked for TLS; connect to dmtls without TLS \(ssl-mode=DISABLED\)"),
+    ("user without NUL", packet(1, _LOGIN_OK[:32] + b"u" * 300), "close", MALFORMED_LOGIN),
     ("auth length 2^64-1", packet(1, _LOGIN_OK[:32] + b"u\0" + b"\xfe" + b"\xff" * 8),
-     "close"),
-    ("garbage without NUL", packet(1, _NO_NUL), "close"),
+     "close", MALFORMED_LOGIN),
+    ("garbage without NUL", packet(1, _NO_NUL), "close", MALFORMED_LOGIN),
 ]
 
 # What the fake server sends over TLS instead of its first auth reply.
 SERVER_AUTH_CASES = [
-    ("length 0xffffff", BIG + b"\x03" + b"\x01" * 3000, "close"),
-    ("empty packet", packet(3, b""), "close"),
-    ("auth switch without NUL", packet(3, b"\xfecaching_sha2_password"), "close"),
-    ("truncated packet, then close", packet(3, b"\x01\x04")[:3], "close"),
-    ("truncated packet, then stall", packet(3, b"\x01" + b"x" * 100)[:50], "stall"),
-    ("unknown status byte", packet(3, b"\x42" + pattern(200, "auth")), "close"),
-    ("garbage", b"\xde\xad\xbe\xef" * 750, "close"),
+    ("length 0xffffff", BIG + b"\x03" + b"\x01" * 3000, "close",
+     r"^server sent a 16777215-byte packet during login; at most 16380 are accepted"),
+    ("empty packet", packet(3, b""), "close", r"^empty packet from the server during login$"),
+    ("auth switch without NUL", packet(3, b"\xfecaching_sha2_password"), "close",
+     r"^malformed auth switch request$"),
+    ("truncated packet, then close", packet(3, b"\x01\x04")[:3], "close", SRV_CLOSED),
+    ("truncated packet, then stall", packet(3, b"\x01" + b"x" * 100)[:50], "stall", TIMEOUT),
+    # Forwarded as it is (dmtls does not judge auth data), then the close.
+    ("unknown status byte", packet(3, b"\x42" + pattern(200, "auth")), "close", SRV_CLOSED),
+    ("garbage", b"\xde\xad\xbe\xef" * 750, "close",
+     r"^server sent a 12496350-byte packet during login; at most 16380 are accepted"),
 ]
 
 # What the fake server sends in clear instead of the TLS handshake.
 SERVER_TLS_CASES = [
-    ("a MySQL OK instead of TLS", packet(2, b"\x00\x00\x00\x02\x00\x00\x00"), "close"),
-    ("garbage instead of TLS", pattern(600, "tls"), "close"),
-    ("nothing, then stall", b"", "stall"),
+    ("a MySQL OK instead of TLS", packet(2, b"\x00\x00\x00\x02\x00\x00\x00"), "close",
+     r"^unknown type in record hdr$"),
+    ("garbage instead of TLS", pattern(600, "tls"), "close", r"^record layer length error$"),
+    ("nothing, then stall", b"", "stall", TIMEOUT),
 ]
 
 # What the client sends after the server's 01 04 (full auth).
 CLIENT_AUTH_CASES = [
-    ("256 bytes no key decrypts", packet(3, pattern(256, "rsa")), "close"),
-    ("length 0xffffff", BIG + b"\x03" + b"A" * 3000, "close"),
-    ("empty packet", packet(3, b""), "close"),
-    ("short binary without NUL", packet(3, b"\x07\x08\x09"), "close"),
-    ("truncated, then stall", packet(3, b"pw\0")[:5], "stall"),
+    ("256 bytes no key decrypts", packet(3, pattern(256, "rsa")), "close", KEY_UNKNOWN),
+    ("length 0xffffff", BIG + b"\x03" + b"A" * 3000, "close",
+     r"^client sent a 16777215-byte packet during login; at most 16380 are accepted"),
+    ("empty packet", packet(3, b""), "close", r"^the client sent an empty password packet$"),
+    ("short binary without NUL", packet(3, b"\x07\x08\x09"), "close",
+     r"^the client sent an encrypted password dmtls cannot read; let the client request"),
+    ("truncated, then stall", packet(3, b"pw\0")[:5], "stall", TIMEOUT),
     ("key request, then 256 bytes of garbage",
-     packet(3, b"\x02") + packet(5, pattern(256, "rsa2")), "close"),
+     packet(3, b"\x02") + packet(5, pattern(256, "rsa2")), "close", KEY_UNKNOWN),
 ]
 
 
-def _outcome_ok(how, what, client_sent_garbage):
-    """dmtls answered with its own ERR, or (for a misbehaving client only)
-    closed the connection."""
-    if how == "err":
-        code, state, msg = what
-        return (code, state) == (1043, "08S01") and msg.startswith("dmtls (route ")
-    return client_sent_garbage and how in ("eof", "reset")
+def _outcome_ok(how, what, cause):
+    """dmtls answered with its own ERR 1043 / 08S01 whose message gives
+    `cause` (a regex); anything else (EOF, a reset, another error) fails."""
+    if how != "err":
+        return False
+    code, state, msg = what
+    prefix = "dmtls (route %s): " % ROUTE
+    return ((code, state) == (1043, "08S01") and msg.startswith(prefix) and
+            re.search(cause, msg[len(prefix):]) is not None)
 
 
 def test_garbage_and_truncated_packets_never_crash(dmtls_bin, pki, procs, fake):
     """Truncated, oversized (length > 16 KiB, 0xffffff), empty and garbage
     packets at each phase - server greeting, client login, TLS upgrade,
-    server auth reply, client auth reply - make dmtls send its ERR 1043 (or,
-    when the client itself misbehaved, close); dmtls keeps running and a
-    normal login works afterwards."""
+    server auth reply, client auth reply - make dmtls send the client its
+    ERR 1043 naming the cause (also when the client itself misbehaved: a
+    bare close is a failure); dmtls keeps running, the fake server meets no
+    error of its own, and a normal login works afterwards."""
     d, port = start_route(procs, dmtls_bin, pki, fake.port, "--handshake-timeout", "2s")
     failures = []
 
-    def check(phase, label, how, what, client_garbage):
+    def check(phase, label, how, what, cause):
         if d.proc.poll() is not None:
             raise AssertionError("dmtls died (exit %s) after %s / %s; log:\n%s"
                                  % (d.proc.returncode, phase, label, d.log()))
-        if not _outcome_ok(how, what, client_garbage):
-            failures.append("%s / %s: client saw %s %r" % (phase, label, how, what))
+        if not _outcome_ok(how, what, cause):
+            failures.append("%s / %s: client saw %s %r, wanted dmtls's ERR matching %r"
+                            % (phase, label, how, what, cause))
 
     def settle():
         """Let the fake server finish the connections it accepted."""
         wait_until(lambda: len(fake.results) >= fake.accepted, 10,
                    "the fake server to finish its connections")
 
-    def run_case(phase, label, data, then, client_garbage, client_script):
+    def run_case(phase, label, data, then, cause, client_script):
         settle()
         t0 = time.monotonic()
         with FakeClient(port, timeout=10) as c:
@@ -597,9 +625,9 @@ def test_garbage_and_truncated_packets_never_crash(dmtls_bin, pki, procs, fake):
                 client_script(c, data, then)
                 how, what = c.read_outcome(timeout=8)
             except (EOFError, ConnectionError) as e:
-                how, what = "eof", repr(e)
+                how, what = "eof before the outcome", repr(e)
         assert time.monotonic() - t0 < 9, "%s / %s took too long" % (phase, label)
-        check(phase, label, how, what, client_garbage)
+        check(phase, label, how, what, cause)
 
     def just_wait(c, data, then):
         pass
@@ -623,9 +651,9 @@ def test_garbage_and_truncated_packets_never_crash(dmtls_bin, pki, procs, fake):
         if then == "close":
             c.sock.shutdown(socket.SHUT_WR)
 
-    for label, data, then in SERVER_GREETING_CASES:
+    for label, data, then, cause in SERVER_GREETING_CASES:
         fake.script = {"greeting": data, "then": then}
-        run_case("server greeting", label, data, then, False, just_wait)
+        run_case("server greeting", label, data, then, cause, just_wait)
     fake.script = {"greeting": packet(0, err(1040, "Too many connections", "08004"))}
     with FakeClient(port) as c:
         how, what = c.read_outcome()
@@ -633,34 +661,33 @@ def test_garbage_and_truncated_packets_never_crash(dmtls_bin, pki, procs, fake):
         "a server ERR instead of a greeting must reach the client unchanged: %r %r" % (how, what)
 
     fake.script = {}
-    for label, data, then in CLIENT_LOGIN_CASES:
+    for label, data, then, cause in CLIENT_LOGIN_CASES:
         settle()
         n = len(fake.results)
-        run_case("client login", label, data, then, True, send_garbage)
+        run_case("client login", label, data, then, cause, send_garbage)
         res = fake.wait_results(n + 1)[n]
         if res["sslreq"] is not None or res["login"] is not None:
             failures.append("client login / %s: the server got %r" % (label, res))
 
-    for label, data, then in SERVER_TLS_CASES:
+    for label, data, then, cause in SERVER_TLS_CASES:
         fake.script = {"after_sslreq": data, "then": then}
-        run_case("TLS upgrade", label, data, then, False, login)
+        run_case("TLS upgrade", label, data, then, cause, login)
 
-    for label, data, then in SERVER_AUTH_CASES:
+    for label, data, then, cause in SERVER_AUTH_CASES:
         fake.script = {"auth": data, "then": then}
-        run_case("server auth", label, data, then, False, login)
+        run_case("server auth", label, data, then, cause, login)
 
     fake.script = {}
     fake.mode = "full"
-    for label, data, then in CLIENT_AUTH_CASES:
+    for label, data, then, cause in CLIENT_AUTH_CASES:
         settle()
         n = len(fake.results)
-        run_case("client auth", label, data, then, True, login_then_garbage)
+        run_case("client auth", label, data, then, cause, login_then_garbage)
         res = fake.wait_results(n + 1)[n]
         if res["auth"] == "ok":
             failures.append("client auth / %s: the server accepted %r" % (label, res))
 
     assert d.proc.poll() is None, "dmtls exited: %s\n%s" % (d.proc.returncode, d.log())
-    fake.errors.clear()
     conn = pymysql_connect(port)
     try:
         assert query(conn, "SELECT 4") == (("u|SELECT 4",),)
@@ -675,8 +702,9 @@ def test_server_unreachable_gets_clear_err(dmtls_bin, pki, procs):
     connect, not a bare close."""
     d, port = start_route(procs, dmtls_bin, pki, free_port())
     with FakeClient(port) as c:
-        how, what = c.read_outcome()
-    assert how == "err", (how, what, d.log())
-    assert_dmtls_err(what, r"connect to 127\.0\.0\.1:\d+: Connection refused",
-                     log=d.log())
+        seq, p = c.read()
+        assert p[:1] == b"\xff" and seq == 0, (seq, p, d.log())
+        assert_dmtls_err(parse_err(p), r"connect to 127\.0\.0\.1:\d+: Connection refused",
+                         log=d.log())
+        assert c.read_outcome(timeout=5) == ("eof", [])
     d.wait_log(r"event=conn_failed route=%s .*Connection refused" % ROUTE)

@@ -1,0 +1,317 @@
+/*
+ * test_mysql: the end of a mysql route's upgrade (issue 9 item 12).
+ *
+ * The upgrade runs on socketpairs, with link-time wraps (see Makefile.am):
+ * tls_setup/tls_handshake succeed without a session (the "TLS" leg stays
+ * plaintext), conn_close records the call and frees only the upgrade's
+ * state (as the real one does, through mysql_abort), relay_buf_get can be
+ * made to fail, and free() looks at the upgrade's state as it goes.
+ */
+#include <sys/socket.h>
+
+#include <fcntl.h>
+#include <malloc.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "../../proxy/conf.h"
+#include "../../proxy/conn.h"
+#include "../../proxy/mysql.h"
+#include "../../proxy/route.h"
+
+#define USER	"secret-user-4242"
+#define PASS	"hunter2-password"
+
+/* ---- the wraps ---------------------------------------------------------- */
+
+uint8_t *__real_relay_buf_get(void);
+void __real_free(void *);
+uint8_t *__wrap_relay_buf_get(void);
+void __wrap_free(void *);
+void __wrap_conn_close(struct conn *, const char *);
+int __wrap_tls_setup(struct conn *, struct endpoint *);
+int __wrap_tls_handshake(struct conn *, struct endpoint *);
+
+static int fail_bufs;		/* relay_buf_get() returns NULL */
+static int closes;		/* conn_close() calls */
+static void *watched;		/* the upgrade's state */
+static int watched_freed;
+static int secret_left;		/* ... held USER or PASS when freed */
+
+uint8_t *
+__wrap_relay_buf_get(void)
+{
+	return (fail_bufs ? NULL : __real_relay_buf_get());
+}
+
+void
+__wrap_free(void *p)
+{
+	if (p != NULL && p == watched) {
+		size_t n = malloc_usable_size(p);
+
+		watched_freed++;
+		if (memmem(p, n, USER, strlen(USER)) != NULL ||
+		    memmem(p, n, PASS, strlen(PASS)) != NULL)
+			secret_left = 1;
+		watched = NULL;
+	}
+	__real_free(p);
+}
+
+void
+__wrap_conn_close(struct conn *c, const char *reason)
+{
+	(void)reason;
+	closes++;
+	mysql_abort(c);
+}
+
+int
+__wrap_tls_setup(struct conn *c, struct endpoint *ep)
+{
+	(void)c;
+	(void)ep;
+	return (0);
+}
+
+int
+__wrap_tls_handshake(struct conn *c, struct endpoint *ep)
+{
+	(void)c;
+	(void)ep;
+	return (1);
+}
+
+/* ---- a connection on socketpairs ---------------------------------------- */
+
+struct rig {
+	struct route_conf	rc;
+	struct route_rt		rt;
+	struct conn		c;
+	int			client;	/* the MySQL client's end */
+	int			server;	/* the MySQL server's end */
+};
+
+static void
+rig_init(struct rig *r)
+{
+	int sv[2], i;
+
+	memset(r, 0, sizeof(*r));
+	r->rc.name = (char *)(uintptr_t)"mysql";
+	r->rc.target = (char *)(uintptr_t)"db:3306";
+	r->rt.rt_conf = &r->rc;
+	r->c.c_magic = CONN_MAGIC;
+	r->c.c_route = &r->rt;
+	r->c.c_result = "allowed";
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+		assert_int_equal(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+		r->c.c_ep[i].ep_conn = &r->c;
+		r->c.c_ep[i].ep_fd = sv[0];
+		if (i == 0)
+			r->client = sv[1];
+		else
+			r->server = sv[1];
+	}
+	r->c.c_up.h_src = r->c.c_down.h_dst = &r->c.c_ep[0];
+	r->c.c_up.h_dst = r->c.c_down.h_src = &r->c.c_ep[1];
+	fail_bufs = closes = watched_freed = secret_left = 0;
+	assert_int_equal(mysql_begin(&r->c), 0);
+	watched = r->c.c_my;
+}
+
+static void
+rig_done(struct rig *r)
+{
+	int i;
+
+	for (i = 0; i < 2; i++)
+		close(r->c.c_ep[i].ep_fd);
+	close(r->client);
+	close(r->server);
+	relay_buf_put(r->c.c_up.h_buf);	/* pooled buffers, if any */
+	relay_buf_put(r->c.c_down.h_buf);
+}
+
+/* One packet on fd. */
+static void
+put(int fd, uint8_t seq, const void *p, size_t n)
+{
+	uint8_t b[4 + 256];
+
+	assert_true(n <= 256);
+	b[0] = (uint8_t)n;
+	b[1] = b[2] = 0;
+	b[3] = seq;
+	memcpy(b + 4, p, n);
+	assert_int_equal(write(fd, b, 4 + n), (ssize_t)(4 + n));
+}
+
+/* Read one packet from fd into p; its payload length. */
+static size_t
+get(int fd, uint8_t *seq, uint8_t *p, size_t cap)
+{
+	uint8_t h[4];
+	size_t n;
+
+	assert_int_equal(read(fd, h, 4), 4);
+	n = (size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16;
+	assert_true(n <= cap);
+	*seq = h[3];
+	assert_int_equal(read(fd, p, n), (ssize_t)n);
+	return (n);
+}
+
+/* Let the state machine run as if both sockets had fired (as ep_cb). */
+static int
+step(struct rig *r)
+{
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		r->c.c_ep[i].ep_rd_wait = r->c.c_ep[i].ep_wr_wait = 0;
+		r->c.c_ep[i].ep_drained = 0;
+	}
+	return (mysql_step(&r->c));
+}
+
+static const uint8_t greeting[] =
+    "\x0a" "8.0.36-test\0"
+    "\x07\0\0\0" "abcdefgh" "\0"
+    "\x00\x8a"			/* caps low: PROTOCOL_41 SSL SECURE_CONN */
+    "\xff" "\x02\x00"
+    "\x08\x00"			/* caps high: PLUGIN_AUTH */
+    "\x15" "\0\0\0\0\0\0\0\0\0\0"
+    "ijklmnopqrst" "\0"
+    "caching_sha2_password";	/* + the literal's NUL */
+
+static const uint8_t login[] =
+    "\x00\x82\x28\x00"		/* PROTOCOL_41 SECURE_CONN PLUGIN_AUTH
+				   LENENC_AUTH */
+    "\x00\x00\x00\x01" "\x2d"
+    "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"
+    USER "\0"
+    "\x00"			/* empty auth response */
+    "caching_sha2_password";
+
+static const uint8_t ok[] = { 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00 };
+
+/*
+ * Drive one login through caching_sha2 full auth with a cleartext password
+ * up to the server's OK, followed by the first bytes of a result the relay
+ * must carry on.  Returns what the last mysql_step() said.
+ */
+static int
+run_login(struct rig *r)
+{
+	uint8_t buf[512], seq;
+	size_t n;
+
+	put(r->server, 0, greeting, sizeof(greeting));
+	assert_int_equal(step(r), 0);
+	n = get(r->client, &seq, buf, sizeof(buf));
+	assert_int_equal(seq, 0);
+	assert_int_equal(n, sizeof(greeting));
+
+	put(r->client, 1, login, sizeof(login));
+	assert_int_equal(step(r), 0);
+	n = get(r->server, &seq, buf, sizeof(buf));
+	assert_int_equal(seq, 1);
+	assert_int_equal(n, 32);			/* the SSLRequest */
+	n = get(r->server, &seq, buf, sizeof(buf));
+	assert_int_equal(seq, 2);
+	assert_int_equal(n, sizeof(login));		/* the login */
+
+	put(r->server, 3, "\x01\x04", 2);		/* full auth */
+	assert_int_equal(step(r), 0);
+	n = get(r->client, &seq, buf, sizeof(buf));
+	assert_int_equal(n, 2);
+
+	put(r->client, 3, PASS, sizeof(PASS));		/* with its NUL */
+	assert_int_equal(step(r), 0);
+	n = get(r->server, &seq, buf, sizeof(buf));
+	assert_int_equal(n, sizeof(PASS));
+	assert_memory_equal(buf, PASS, sizeof(PASS));
+
+	/* OK, and in the same read the start of the next reply. */
+	put(r->server, 5, ok, sizeof(ok));
+	put(r->server, 1, "\x01", 1);
+	return (step(r));
+}
+
+static void
+test_finish_wipes_login_and_password(void **state)
+{
+	struct rig r;
+
+	(void)state;
+	rig_init(&r);
+	assert_int_equal(run_login(&r), 1);
+	assert_null(r.c.c_my);
+	assert_int_equal(watched_freed, 1);
+	assert_int_equal(closes, 0);
+	assert_false(secret_left);
+	/* The bytes behind the OK were handed to the relay. */
+	assert_non_null(r.c.c_down.h_buf);
+	assert_int_equal(r.c.c_down.h_len, 5);
+	rig_done(&r);
+}
+
+static void
+test_finish_out_of_memory_closes(void **state)
+{
+	struct rig r;
+
+	(void)state;
+	rig_init(&r);
+	fail_bufs = 1;
+	assert_int_equal(run_login(&r), -1);
+	/* -1 means "closed": conn_close ran once and freed the state. */
+	assert_int_equal(closes, 1);
+	assert_null(r.c.c_my);
+	assert_int_equal(watched_freed, 1);
+	assert_false(secret_left);
+	assert_non_null(strstr(r.c.c_reason, "out of memory"));
+	assert_string_equal(r.c.c_result, "failed");
+	rig_done(&r);
+}
+
+static void
+test_abort_wipes_login(void **state)
+{
+	struct rig r;
+	uint8_t buf[512], seq;
+
+	(void)state;
+	rig_init(&r);
+	put(r.server, 0, greeting, sizeof(greeting));
+	assert_int_equal(step(&r), 0);
+	(void)get(r.client, &seq, buf, sizeof(buf));
+	put(r.client, 1, login, sizeof(login));
+	assert_int_equal(step(&r), 0);
+	mysql_abort(&r.c);
+	assert_null(r.c.c_my);
+	assert_int_equal(watched_freed, 1);
+	assert_false(secret_left);
+	rig_done(&r);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_finish_wipes_login_and_password),
+		cmocka_unit_test(test_finish_out_of_memory_closes),
+		cmocka_unit_test(test_abort_wipes_login),
+	};
+
+	return (cmocka_run_group_tests(tests, NULL, NULL));
+}
