@@ -341,19 +341,23 @@ tls_handshake(struct conn *c, struct endpoint *ep)
 	WOLFSSL *ssl = ep->ep_ssl;
 	int r, err;
 
+	/*
+	 * A staged flight goes out before anything else, also while wolfSSL
+	 * waits to read: the peer answers only once it has the whole flight.
+	 */
+	if (tls_pending(ep) && !ep->ep_wr_wait && tls_flush(ep) == -1) {
+		snprintf(c->c_reason, sizeof(c->c_reason), "peer closed the "
+		    "connection during the handshake");
+		c->c_result = "failed";
+		c->c_why = WHY_HANDSHAKE;
+		conn_close(c, NULL);
+		return (-1);
+	}
 	if (ep->ep_rd_wait || ep->ep_wr_wait)
 		return (0);
 	if (wolfSSL_is_init_finished(ssl)) {
-		/* Done; only the last flight may still be staged. */
-		if (tls_pending(ep) && tls_flush(ep) == -1) {
-			snprintf(c->c_reason, sizeof(c->c_reason), "peer closed "
-			    "the connection during the handshake");
-			c->c_result = "failed";
-			c->c_why = WHY_HANDSHAKE;
-			conn_close(c, NULL);
-			return (-1);
-		}
-		return (tls_pending(ep) ? 0 : 1);
+		/* Done; the last flight was flushed above. */
+		return (1);
 	}
 	if (c->c_route->rt_conf->kind == ROUTE_SERVER && !c->c_alpn_done) {
 		if (alpn_select(c, ep) == 0)
