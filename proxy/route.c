@@ -60,6 +60,7 @@ route_stats_get(const char *name)
 	stats_v = v;
 	stats_v[stats_n++] = st;
 	atomic_init(&st->rs_refs, 1);
+	pthread_mutex_init(&st->rs_lock, NULL);
 	snprintf(st->rs_name, sizeof(st->rs_name), "%s", name);
 out:
 	pthread_mutex_unlock(&stats_lock);
@@ -80,6 +81,7 @@ route_stats_put(struct route_stats *st)
 				stats_v[i] = stats_v[--stats_n];
 				break;
 			}
+		pthread_mutex_destroy(&st->rs_lock);
 		free(st);
 	}
 	pthread_mutex_unlock(&stats_lock);
@@ -102,7 +104,6 @@ route_new(struct daemon *d, struct route_conf *rc, char *err, size_t errlen)
 	rt->rt_d = d;
 	rt->rt_shared_fd = -1;
 	atomic_init(&rt->rt_refs, 1);
-	pthread_mutex_init(&rt->rt_lock, NULL);
 	if (addr_parse(rc->listen, &rt->rt_listen, why, sizeof(why)) == -1) {
 		snprintf(err, errlen, "listen %s: %s", rc->listen, why);
 		goto fail;
@@ -228,11 +229,12 @@ listener_resume(struct listener *l)
 	}
 }
 
+/* The route name's open connections, of every generation, fill max-conns. */
 static int
 route_full(struct route_rt *rt)
 {
 	return (rt->rt_conf->max_conns > 0 &&
-	    atomic_load(&rt->rt_active) >= rt->rt_conf->max_conns);
+	    atomic_load(&rt->rt_stats->rs_active) >= rt->rt_conf->max_conns);
 }
 
 /* Stop accepting for a moment: out of descriptors (or nearly). */
@@ -289,7 +291,6 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 				listener_backoff(l, strerror(errno));
 			return;
 		}
-		atomic_fetch_add(&rt->rt_active, 1);
 		atomic_fetch_add(&rt->rt_stats->rs_active, 1);
 		route_hold(rt);
 		/* Descriptors are handed out lowest first: a high one means
@@ -319,15 +320,23 @@ int
 route_listen(struct route_rt *rt, struct worker *w)
 {
 	struct listener *l = &rt->rt_lst[w->w_id];
+	struct route_stats *st = rt->rt_stats;
 
 	l->l_rt = rt;
-	l->l_w = w;
 	event_assign(&l->l_ev, w->w_base, l->l_fd, EV_READ | EV_PERSIST,
 	    accept_cb, l);
 	event_assign(&l->l_resume, w->w_base, -1, 0, resume_cb, l);
 	evtimer_assign(&l->l_retry, w->w_base, resume_cb, l);
 	l->l_paused = 1;
-	listener_resume(l);
+	/* Published only now that its events exist: route_conn_done()
+	 * activates l_resume from other threads. */
+	pthread_mutex_lock(&st->rs_lock);
+	l->l_w = w;
+	if (!rt->rt_retired)
+		st->rs_live = rt;
+	pthread_mutex_unlock(&st->rs_lock);
+	if (!route_full(rt))
+		listener_resume(l);
 	return (0);
 }
 
@@ -335,10 +344,14 @@ void
 route_stop_listening(struct route_rt *rt, struct worker *w)
 {
 	struct listener *l = &rt->rt_lst[w->w_id];
+	struct route_stats *st = rt->rt_stats;
 
 	if (l->l_w == NULL)
 		return;
 	listener_pause(l);
+	pthread_mutex_lock(&st->rs_lock);
+	l->l_w = NULL;		/* no wakeup from now on */
+	pthread_mutex_unlock(&st->rs_lock);
 	event_del(&l->l_resume);
 	event_del(&l->l_retry);
 	if (l->l_owned && l->l_fd != -1)
@@ -350,29 +363,34 @@ route_stop_listening(struct route_rt *rt, struct worker *w)
 void
 route_retire(struct route_rt *rt)
 {
-	pthread_mutex_lock(&rt->rt_lock);
+	struct route_stats *st = rt->rt_stats;
+
+	pthread_mutex_lock(&st->rs_lock);
 	rt->rt_retired = 1;
-	pthread_mutex_unlock(&rt->rt_lock);
+	if (st->rs_live == rt)
+		st->rs_live = NULL;
+	pthread_mutex_unlock(&st->rs_lock);
 }
 
 void
 route_conn_done(struct route_rt *rt)
 {
+	struct route_stats *st = rt->rt_stats;
+	struct route_rt *live;
 	long before;
 	int i;
 
-	before = atomic_fetch_sub(&rt->rt_active, 1);
-	atomic_fetch_sub(&rt->rt_stats->rs_active, 1);
-	if (rt->rt_conf->max_conns == 0 || before < rt->rt_conf->max_conns)
-		return;
-	/* Wake paused listeners; never those of a retired route, whose
-	 * worker may already have dropped them. */
-	pthread_mutex_lock(&rt->rt_lock);
-	if (!rt->rt_retired)
-		for (i = 0; i < rt->rt_nlst; i++)
-			if (rt->rt_lst[i].l_w != NULL)
-				event_active(&rt->rt_lst[i].l_resume, 0, 0);
-	pthread_mutex_unlock(&rt->rt_lock);
+	before = atomic_fetch_sub(&st->rs_active, 1);
+	/* A slot came free: wake the paused listeners of the generation
+	 * serving now, whichever generation this connection belonged to. */
+	pthread_mutex_lock(&st->rs_lock);
+	live = st->rs_live;
+	if (live != NULL && live->rt_conf->max_conns > 0 &&
+	    before >= live->rt_conf->max_conns)
+		for (i = 0; i < live->rt_nlst; i++)
+			if (live->rt_lst[i].l_w != NULL)
+				event_active(&live->rt_lst[i].l_resume, 0, 0);
+	pthread_mutex_unlock(&st->rs_lock);
 }
 
 void
@@ -395,6 +413,8 @@ route_free(struct route_rt *rt)
 
 	if (rt == NULL)
 		return;
+	if (rt->rt_stats != NULL)
+		route_retire(rt);
 	for (i = 0; i < rt->rt_nlst; i++)
 		if (rt->rt_lst[i].l_owned && rt->rt_lst[i].l_fd != -1)
 			close(rt->rt_lst[i].l_fd);
@@ -402,7 +422,6 @@ route_free(struct route_rt *rt)
 		close(rt->rt_shared_fd);
 	certsrc_free(rt->rt_certs);
 	route_stats_put(rt->rt_stats);
-	pthread_mutex_destroy(&rt->rt_lock);
 	route_conf_free(rt->rt_conf);
 	free(rt->rt_conf);
 	free(rt->rt_lst);

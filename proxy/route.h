@@ -41,7 +41,12 @@ struct listener {
 struct route_stats {
 	atomic_int		rs_refs;
 	char			rs_name[128];
+	/* max-conns counts rs_active, so connections of an older generation
+	 * still open after a reload count against the new one's limit; their
+	 * end wakes the listeners of rs_live, the generation serving now. */
 	atomic_long		rs_active;	/* open, all generations */
+	pthread_mutex_t		rs_lock;	/* rs_live, listeners' l_w */
+	struct route_rt		*rs_live;
 	atomic_uint_least64_t	rs_allowed;
 	atomic_uint_least64_t	rs_denied;
 	atomic_uint_least64_t	rs_failed;
@@ -67,15 +72,14 @@ struct route_rt {
 	struct addr		 rt_listen;
 	struct addr		 rt_target;
 	char			 rt_sni[256];	/* "" when no SNI is sent */
-	atomic_long		 rt_active;	/* open connections, all workers */
 	atomic_int		 rt_refs;	/* the config's + one per conn */
 	struct route_stats	*rt_stats;
 	struct listener		*rt_lst;	/* one per worker */
 	int			 rt_nlst;
 	int			 rt_shared_fd;	/* unix/systemd listener, else -1 */
 	int			 rt_shared_owned; /* close rt_shared_fd on free */
-	pthread_mutex_t		 rt_lock;	/* rt_retired vs. wakeups */
-	int			 rt_retired;	/* a reload replaced the route */
+	int			 rt_retired;	/* a reload replaced the route
+						 * (under rt_stats->rs_lock) */
 };
 
 /*
