@@ -590,33 +590,33 @@ certsrc_new(const struct certsrc_params *p, char *err, size_t errlen)
 	return (src);
 }
 
-/* Log a broken state once: the same bytes and reason are not logged again. */
+/*
+ * Count a broken state, and log it once: the same bytes (digest d) are not
+ * logged again.
+ */
 static void
-note_bad(struct certsrc *src, const struct filebuf *files, int bad,
+note_bad(struct certsrc *src, const uint8_t d[WC_SHA256_DIGEST_SIZE], int bad,
     const char *why)
 {
-	uint8_t d[WC_SHA256_DIGEST_SIZE];
+	struct logline l;
 
-	digest_files(files, d);
 	src->src_err++;
 	src->src_last_ok = 0;
 	src->src_last_time = time(NULL);
 	snprintf(src->src_last_err, sizeof(src->src_last_err), "%s %s %s",
 	    flag_names[bad], src->src_path[bad], why);
-	if (src->src_bad_valid && memcmp(d, src->src_bad, sizeof(d)) == 0)
+	if (src->src_bad_valid && memcmp(d, src->src_bad,
+	    WC_SHA256_DIGEST_SIZE) == 0)
 		return;
-	memcpy(src->src_bad, d, sizeof(d));
+	memcpy(src->src_bad, d, WC_SHA256_DIGEST_SIZE);
 	src->src_bad_valid = 1;
-	{
-		struct logline l;
-		log_begin(&l, LOG_WARN, "cert_reload_failed");
-		log_str(&l, "route", src->src_p.rc->name);
-		log_str(&l, "file", src->src_path[bad]);
-		log_str(&l, "key", flag_names[bad]);
-		log_str(&l, "reason", why);
-		log_str(&l, "action", "keeping the last good certificate set");
-		log_end(&l);
-	}
+	log_begin(&l, LOG_WARN, "cert_reload_failed");
+	log_str(&l, "route", src->src_p.rc->name);
+	log_str(&l, "file", src->src_path[bad]);
+	log_str(&l, "key", flag_names[bad]);
+	log_str(&l, "reason", why);
+	log_str(&l, "action", "keeping the last good certificate set");
+	log_end(&l);
 }
 
 struct certset *
@@ -625,6 +625,7 @@ certsrc_acquire(struct certsrc *src)
 	struct certset *cs, *fresh = NULL;
 	struct filebuf *files = tls_read;
 	struct stat st[F_COUNT];
+	uint8_t d[WC_SHA256_DIGEST_SIZE];
 	char why[512];
 	int bad = F_CA, rdok, statok;
 
@@ -667,6 +668,17 @@ certsrc_acquire(struct certsrc *src)
 		return (cs);
 	}
 	src->src_st_valid = 0;
+	digest_files(files, d);
+	if (rdok && src->src_bad_valid && memcmp(d, src->src_bad,
+	    sizeof(d)) == 0) {
+		/* The bytes already found broken: no rebuild, just count. */
+		src->src_err++;
+		src->src_last_time = time(NULL);
+		cs = src->src_cur;
+		atomic_fetch_add(&cs->cs_refs, 1);
+		pthread_mutex_unlock(&src->src_lock);
+		return (cs);
+	}
 	/* Changed or unreadable: build under the lock, so one worker builds
 	 * a given state and the others then find it published. */
 	if (rdok)
@@ -683,7 +695,7 @@ certsrc_acquire(struct certsrc *src)
 		    "set %.16s (%s) in use for new connections",
 		    src->src_p.rc->name, fresh->cs_digest, fresh->cs_subject);
 	} else
-		note_bad(src, files, bad, why);
+		note_bad(src, d, bad, why);
 	cs = src->src_cur;
 	atomic_fetch_add(&cs->cs_refs, 1);
 	pthread_mutex_unlock(&src->src_lock);

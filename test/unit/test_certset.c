@@ -66,6 +66,18 @@ teardown(void **state)
 	return (0);
 }
 
+/* Every TLS context certset builds, counted (-Wl,--wrap=wolfSSL_CTX_new). */
+static int ctx_builds;
+WOLFSSL_CTX *__real_wolfSSL_CTX_new(WOLFSSL_METHOD *);
+WOLFSSL_CTX *__wrap_wolfSSL_CTX_new(WOLFSSL_METHOD *);
+
+WOLFSSL_CTX *
+__wrap_wolfSSL_CTX_new(WOLFSSL_METHOD *m)
+{
+	ctx_builds++;
+	return (__real_wolfSSL_CTX_new(m));
+}
+
 static int
 verify_any(int ok, WOLFSSL_X509_STORE_CTX *st)
 {
@@ -323,6 +335,48 @@ test_same_size_rewrite_in_the_same_tick_is_seen(void **state)
 	route_conf_free(&rc);
 }
 
+/* While the files hold the same broken bytes, new connections reuse the
+ * last good set without building (and failing) a context again. */
+static void
+test_same_broken_bytes_are_not_rebuilt(void **state)
+{
+	struct route_conf rc;
+	struct certsrc *src;
+	struct certset *good, *cs;
+	uint64_t ok, bad;
+	char err[512];
+	int i, builds;
+
+	(void)state;
+	use("a");
+	src = new_src(&rc, err, sizeof(err));
+	assert_non_null(src);
+	good = certsrc_acquire(src);
+	sh("cp %s/b-key.pem %s", dir, path_key);	/* another pair's key */
+	cs = certsrc_acquire(src);
+	assert_ptr_equal(cs, good);
+	certset_release(cs);
+	builds = ctx_builds;
+	for (i = 0; i < 10; i++) {
+		cs = certsrc_acquire(src);
+		assert_ptr_equal(cs, good);
+		certset_release(cs);
+	}
+	assert_int_equal(ctx_builds, builds);
+	/* Every connection still counts as a failed reload. */
+	certsrc_stats(src, &ok, &bad);
+	assert_int_equal(bad, 11);
+	/* Other bytes are judged again: the fixed pair is published. */
+	use("b");
+	cs = certsrc_acquire(src);
+	assert_string_equal(certset_subject(cs), "CN=dm2");
+	assert_int_equal(ctx_builds, builds + 1);
+	certset_release(cs);
+	certset_release(good);
+	certsrc_free(src);
+	route_conf_free(&rc);
+}
+
 int
 main(void)
 {
@@ -334,6 +388,7 @@ main(void)
 		cmocka_unit_test(test_no_reread_keeps_first_set),
 		cmocka_unit_test(test_settled_files_changed_later_are_seen),
 		cmocka_unit_test(test_same_size_rewrite_in_the_same_tick_is_seen),
+		cmocka_unit_test(test_same_broken_bytes_are_not_rebuilt),
 	};
 
 	wolfSSL_Init();
