@@ -18,6 +18,7 @@
 #include "../policy/certset.h"
 #include "../policy/policy.h"
 #include "addr.h"
+#include "log.h"
 #include "route.h"
 #include "status.h"
 #include "worker.h"
@@ -29,19 +30,19 @@ struct status {
 	time_t		 st_start;
 };
 
-/* Append s as a JSON string. */
+/* Append s as a JSON string, escaped by log.c's encoder (bytes that are
+ * not UTF-8 become U+FFFD, so the document is always valid JSON). */
 static void
 json_str(struct evbuffer *b, const char *s)
 {
+	char chunk[256];
+	size_t n, k, used;
+
 	evbuffer_add(b, "\"", 1);
-	for (; s != NULL && *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-		if (ch == '"' || ch == '\\')
-			evbuffer_add_printf(b, "\\%c", ch);
-		else if (ch < 0x20)
-			evbuffer_add_printf(b, "\\u%04x", ch);
-		else
-			evbuffer_add(b, s, 1);
+	for (n = s != NULL ? strlen(s) : 0; n > 0; s += k, n -= k) {
+		k = log_escape(LOG_FORMAT_JSON, s, n, chunk, sizeof(chunk),
+		    &used);
+		evbuffer_add(b, chunk, used);
 	}
 	evbuffer_add(b, "\"", 1);
 }
