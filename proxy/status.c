@@ -2,7 +2,14 @@
  * status.c: GET /healthz, /metrics and /status on the status listener.
  * Runs on the main thread, which owns the current generation of routes;
  * counters are atomics shared with the workers.
+ *
+ * The HTTP side is a small server of its own on bufferevents, not
+ * libevent's evhttp: evhttp 2.1 (Debian 12) reads a whole request body
+ * before any callback sees the method, and has no connection limit.
  */
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,38 +17,66 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 
 #include "config.h"
 
 #include "../policy/certset.h"
 #include "../policy/policy.h"
 #include "addr.h"
+#include "log.h"
 #include "route.h"
 #include "status.h"
 #include "worker.h"
 
-struct status {
-	struct daemon	*st_d;
-	struct evhttp	*st_http;
-	int		 st_fd;
-	time_t		 st_start;
+/*
+ * DESIGN 7's bounds.  A connection carries one request: its head (request
+ * line and headers, STATUS_HEAD_MAX bytes at most, 431 beyond) must arrive
+ * within STATUS_IDLE_SEC of the accept; nothing after the head is ever
+ * read, so a request body stays in the socket and is dropped with it (a
+ * POST gets its 405 without a body being read); the reply carries
+ * "Connection: close" and the connection is closed once it is sent, or
+ * when the client stops reading it for STATUS_IDLE_SEC.  Beyond
+ * STATUS_MAX_CONNS open connections a new one gets a 503 and is closed.
+ */
+#define STATUS_MAX_CONNS	64
+#define STATUS_HEAD_MAX		8192
+#define STATUS_IDLE_SEC		10
+#define ACCEPT_BACKOFF_MS	100
+
+struct sconn {
+	struct status		*sc_st;
+	struct bufferevent	*sc_bev;
+	struct event		*sc_deadline;	/* for the request head */
+	size_t			 sc_scanned;	/* head bytes searched so far */
+	LIST_ENTRY(sconn)	 sc_entry;
 };
 
-/* Append s as a JSON string. */
+struct status {
+	struct daemon		*st_d;
+	int			 st_fd;
+	struct event		*st_accept;
+	struct event		*st_retry;	/* accept again after EMFILE */
+	LIST_HEAD(, sconn)	 st_conns;
+	int			 st_nconns;
+	int			 st_full;	/* warned about the limit */
+	time_t			 st_start;
+};
+
+/* Append s as a JSON string, escaped by log.c's encoder (bytes that are
+ * not UTF-8 become U+FFFD, so the document is always valid JSON). */
 static void
 json_str(struct evbuffer *b, const char *s)
 {
+	char chunk[256];
+	size_t n, k, used;
+
 	evbuffer_add(b, "\"", 1);
-	for (; s != NULL && *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-		if (ch == '"' || ch == '\\')
-			evbuffer_add_printf(b, "\\%c", ch);
-		else if (ch < 0x20)
-			evbuffer_add_printf(b, "\\u%04x", ch);
-		else
-			evbuffer_add(b, s, 1);
+	for (n = s != NULL ? strlen(s) : 0; n > 0; s += k, n -= k) {
+		k = log_escape(LOG_FORMAT_JSON, s, n, chunk, sizeof(chunk),
+		    &used);
+		evbuffer_add(b, chunk, used);
 	}
 	evbuffer_add(b, "\"", 1);
 }
@@ -262,58 +297,290 @@ status_json(struct status *st, struct evbuffer *b)
 	evbuffer_add_printf(b, "]}\n");
 }
 
-static void
-request_cb(struct evhttp_request *req, void *arg)
-{
-	struct status *st = arg;
-	struct evbuffer *b = evbuffer_new();
-	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(
-	    req));
-	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-	char why[1024];
+/* ---- HTTP: one request per connection ------------------------------ */
 
-	if (b == NULL) {
-		evhttp_send_error(req, HTTP_INTERNAL, NULL);
+static const struct timeval idle_tv = { STATUS_IDLE_SEC, 0 };
+
+static void
+sconn_free(struct sconn *sc)
+{
+	LIST_REMOVE(sc, sc_entry);
+	sc->sc_st->st_nconns--;
+	if (sc->sc_deadline != NULL)
+		event_free(sc->sc_deadline);
+	bufferevent_free(sc->sc_bev);	/* closes the socket */
+	free(sc);
+}
+
+static void
+sent_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	sconn_free(arg);	/* the whole reply is in the kernel's hands */
+}
+
+static void
+event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	(void)what;
+	sconn_free(arg);	/* EOF, error or a stalled reader */
+}
+
+static void
+deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	sconn_free(arg);	/* no whole request head in time */
+}
+
+/*
+ * Queue the reply (head, and body unless head_only) and close once it is
+ * sent.  body may be NULL; extra is "" or more header lines, each ending
+ * in CRLF.
+ */
+static void
+reply(struct sconn *sc, int code, const char *reason, const char *ctype,
+    const char *extra, struct evbuffer *body, int head_only)
+{
+	struct evbuffer *out = bufferevent_get_output(sc->sc_bev);
+	size_t len = body != NULL ? evbuffer_get_length(body) : 0;
+
+	if (evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+	    "Content-Length: %zu\r\n%sConnection: close\r\n\r\n", code,
+	    reason, ctype, len, extra) < 0 || (body != NULL && !head_only &&
+	    evbuffer_add_buffer(out, body) != 0)) {
+		sconn_free(sc);
 		return;
 	}
-	if (path == NULL || (strcmp(path, "/healthz") != 0 &&
-	    strcmp(path, "/metrics") != 0 && strcmp(path, "/status") != 0)) {
-		evhttp_add_header(h, "Content-Type", "text/plain");
-		evbuffer_add_printf(b, "not found: try /healthz, /metrics or "
-		    "/status\n");
-		evhttp_send_reply(req, HTTP_NOTFOUND, "Not Found", b);
-		goto out;
+	bufferevent_setcb(sc->sc_bev, NULL, sent_cb, event_cb, sc);
+	bufferevent_set_timeouts(sc->sc_bev, NULL, &idle_tv);
+	bufferevent_enable(sc->sc_bev, EV_WRITE);
+}
+
+/* A reply with a one-line text body. */
+static void
+reply_text(struct sconn *sc, int code, const char *reason,
+    const char *extra, const char *text)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	if (b == NULL || evbuffer_add(b, text, strlen(text)) != 0) {
+		if (b != NULL)
+			evbuffer_free(b);
+		sconn_free(sc);
+		return;
 	}
-	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-		evhttp_add_header(h, "Allow", "GET, HEAD");
-		evhttp_add_header(h, "Content-Type", "text/plain");
-		evbuffer_add_printf(b, "method not allowed\n");
-		evhttp_send_reply(req, 405, "Method Not Allowed", b);
-		goto out;
-	}
-	if (strcmp(path, "/healthz") == 0) {
-		evhttp_add_header(h, "Content-Type", "text/plain");
-		health(st, why, sizeof(why));
-		if (why[0] == '\0') {
-			evbuffer_add_printf(b, "ok\n");
-			evhttp_send_reply(req, HTTP_OK, "OK", b);
-		} else {
-			evbuffer_add_printf(b, "%s", why);
-			evhttp_send_reply(req, 503, "Service Unavailable", b);
-		}
-	} else if (strcmp(path, "/metrics") == 0) {
-		evhttp_add_header(h, "Content-Type",
-		    "text/plain; version=0.0.4");
-		metrics(st, b);
-		evhttp_send_reply(req, HTTP_OK, "OK", b);
-	} else {
-		evhttp_add_header(h, "Content-Type", "application/json");
-		status_json(st, b);
-		evhttp_send_reply(req, HTTP_OK, "OK", b);
-	}
-out:
+	reply(sc, code, reason, "text/plain", extra, b, 0);
 	evbuffer_free(b);
+}
+
+/*
+ * Offset just past the empty line that ends the head in p[0..n), or 0;
+ * p[0..from) was searched before (so a head that trickles in byte by byte
+ * costs linear time, not quadratic).
+ */
+static size_t
+head_end(const char *p, size_t n, size_t from)
+{
+	size_t i;
+
+	for (i = from > 2 ? from - 2 : 0; i + 1 < n; i++) {
+		if (p[i] != '\n')
+			continue;
+		if (p[i + 1] == '\n')
+			return (i + 2);
+		if (i + 2 < n && p[i + 1] == '\r' && p[i + 2] == '\n')
+			return (i + 3);
+	}
+	return (0);
+}
+
+/* Answer the request whose head is p[0..n): only its request line counts. */
+static void
+serve(struct sconn *sc, const char *p, size_t n)
+{
+	struct status *st = sc->sc_st;
+	char line[STATUS_HEAD_MAX + 1], why[1024], *method, *target, *version;
+	struct evbuffer *b;
+	const char *eol;
+	size_t len;
+	int head_only;
+
+	eol = memchr(p, '\n', n);	/* there is one: head_end found it */
+	len = (size_t)(eol - p);
+	if (len > 0 && p[len - 1] == '\r')
+		len--;
+	memcpy(line, p, len);
+	line[len] = '\0';
+	method = line;
+	if ((target = strchr(method, ' ')) == NULL ||
+	    (*target++ = '\0', version = strchr(target, ' ')) == NULL ||
+	    (*version++ = '\0', strchr(version, ' ') != NULL) ||
+	    *method == '\0' || *target == '\0' ||
+	    (strcmp(version, "HTTP/1.1") != 0 &&
+	    strcmp(version, "HTTP/1.0") != 0)) {
+		reply_text(sc, 400, "Bad Request", "", "bad request: send "
+		    "GET /healthz HTTP/1.1\n");
+		return;
+	}
+	head_only = strcmp(method, "HEAD") == 0;
+	if (!head_only && strcmp(method, "GET") != 0) {
+		reply_text(sc, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n",
+		    "method not allowed: use GET or HEAD\n");
+		return;
+	}
+	target[strcspn(target, "?#")] = '\0';
+	if (strcmp(target, "/healthz") != 0 &&
+	    strcmp(target, "/metrics") != 0 && strcmp(target, "/status") != 0) {
+		reply_text(sc, 404, "Not Found", "", "not found: try /healthz, "
+		    "/metrics or /status\n");
+		return;
+	}
+	if ((b = evbuffer_new()) == NULL) {
+		sconn_free(sc);
+		return;
+	}
+	if (strcmp(target, "/healthz") == 0) {
+		health(st, why, sizeof(why));
+		evbuffer_add_printf(b, "%s", why[0] == '\0' ? "ok\n" : why);
+		reply(sc, why[0] == '\0' ? 200 : 503, why[0] == '\0' ? "OK" :
+		    "Service Unavailable", "text/plain", "", b, head_only);
+	} else if (strcmp(target, "/metrics") == 0) {
+		metrics(st, b);
+		reply(sc, 200, "OK", "text/plain; version=0.0.4", "", b,
+		    head_only);
+	} else {
+		status_json(st, b);
+		reply(sc, 200, "OK", "application/json", "", b, head_only);
+	}
+	evbuffer_free(b);
+}
+
+/*
+ * Wait for a whole head.  The read watermark stops reading at one byte
+ * past STATUS_HEAD_MAX, so the input never holds more than that.
+ */
+static void
+read_cb(struct bufferevent *bev, void *arg)
+{
+	struct sconn *sc = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t n = evbuffer_get_length(in), end;
+	const char *p = (const char *)evbuffer_pullup(in, -1);
+
+	end = p != NULL ? head_end(p, n, sc->sc_scanned) : 0;
+	sc->sc_scanned = n;
+	if (end == 0 && n <= STATUS_HEAD_MAX)
+		return;
+	/* Never read again: what follows the head stays in the socket. */
+	bufferevent_disable(bev, EV_READ);
+	event_free(sc->sc_deadline);
+	sc->sc_deadline = NULL;
+	if (end == 0 || end > STATUS_HEAD_MAX)
+		reply_text(sc, 431, "Request Header Fields Too Large", "",
+		    "request head over 8192 bytes\n");
+	else
+		serve(sc, p, end);
+	/* sc may be gone now; the head stays in its input until it goes. */
+}
+
+/* Best effort: tell a client over the limit why, then close. */
+static void
+refuse(struct status *st, int fd)
+{
+#define BUSY "too many status connections\n"
+	static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+	    "Content-Type: text/plain\r\nContent-Length: 28\r\n"
+	    "Connection: close\r\n\r\n" BUSY;
+	_Static_assert(sizeof(BUSY) - 1 == 28, "Content-Length of BUSY");
+#undef BUSY
+	ssize_t w;
+
+	if (!st->st_full)
+		log_msg(LOG_WARN, "status_full", "status listener: %d "
+		    "connections open, refusing more until one closes",
+		    STATUS_MAX_CONNS);
+	st->st_full = 1;
+	w = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	(void)w;
+	close(fd);
+}
+
+static int
+sconn_new(struct status *st, int fd)
+{
+	struct event_base *base = st->st_d->d_base;
+	struct timeval tv = idle_tv;
+	struct sconn *sc;
+
+	if ((sc = calloc(1, sizeof(*sc))) == NULL)
+		goto err0;
+	if ((sc->sc_bev = bufferevent_socket_new(base, fd,
+	    BEV_OPT_CLOSE_ON_FREE)) == NULL)
+		goto err1;
+	if ((sc->sc_deadline = evtimer_new(base, deadline_cb, sc)) == NULL)
+		goto err2;
+	sc->sc_st = st;
+	LIST_INSERT_HEAD(&st->st_conns, sc, sc_entry);
+	st->st_nconns++;
+	bufferevent_setcb(sc->sc_bev, read_cb, NULL, event_cb, sc);
+	bufferevent_setwatermark(sc->sc_bev, EV_READ, 0, STATUS_HEAD_MAX + 1);
+	evtimer_add(sc->sc_deadline, &tv);
+	if (bufferevent_enable(sc->sc_bev, EV_READ) != 0) {
+		sconn_free(sc);
+		return (-1);
+	}
+	return (0);
+err2:
+	bufferevent_free(sc->sc_bev);	/* closes fd */
+	free(sc);
+	return (-1);
+err1:
+	free(sc);
+err0:
+	close(fd);
+	return (-1);
+}
+
+static void
+retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct status *st = arg;
+
+	(void)fd;
+	(void)what;
+	event_add(st->st_accept, NULL);
+}
+
+static void
+accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	struct status *st = arg;
+	struct timeval tv = { 0, ACCEPT_BACKOFF_MS * 1000 };
+	int fd, n;
+
+	(void)what;
+	for (n = 0; n < 16; n++) {
+		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			/* Out of descriptors: the listener stays readable,
+			 * so pause instead of spinning. */
+			if (errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM) {
+				event_del(st->st_accept);
+				evtimer_add(st->st_retry, &tv);
+			}
+			return;
+		}
+		if (st->st_nconns >= STATUS_MAX_CONNS) {
+			refuse(st, fd);
+			continue;
+		}
+		st->st_full = 0;
+		sconn_new(st, fd);
+	}
 }
 
 struct status *
@@ -329,19 +596,17 @@ status_start(struct daemon *d, const char *addr, char *err, size_t errlen)
 	st->st_d = d;
 	st->st_start = time(NULL);
 	st->st_fd = -1;
+	LIST_INIT(&st->st_conns);
 	if (addr_parse(addr, &a, err, errlen) == -1 ||
 	    (st->st_fd = addr_listen(&a, 0, err, errlen)) == -1)
 		goto fail;
-	if ((st->st_http = evhttp_new(d->d_base)) == NULL ||
-	    evhttp_accept_socket(st->st_http, st->st_fd) != 0) {
+	if ((st->st_accept = event_new(d->d_base, st->st_fd,
+	    EV_READ | EV_PERSIST, accept_cb, st)) == NULL ||
+	    (st->st_retry = evtimer_new(d->d_base, retry_cb, st)) == NULL ||
+	    event_add(st->st_accept, NULL) != 0) {
 		snprintf(err, errlen, "cannot start the HTTP server");
 		goto fail;
 	}
-	evhttp_set_allowed_methods(st->st_http, EVHTTP_REQ_GET |
-	    EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-	    EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-	evhttp_set_gencb(st->st_http, request_cb, st);
-	evhttp_set_timeout(st->st_http, 10);
 	return (st);
 fail:
 	status_free(st);
@@ -353,9 +618,13 @@ status_free(struct status *st)
 {
 	if (st == NULL)
 		return;
-	if (st->st_http != NULL)
-		evhttp_free(st->st_http);	/* closes st_fd too */
-	else if (st->st_fd != -1)
+	while (!LIST_EMPTY(&st->st_conns))
+		sconn_free(LIST_FIRST(&st->st_conns));
+	if (st->st_accept != NULL)
+		event_free(st->st_accept);
+	if (st->st_retry != NULL)
+		event_free(st->st_retry);
+	if (st->st_fd != -1)
 		close(st->st_fd);
 	free(st);
 }
