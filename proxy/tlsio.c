@@ -177,6 +177,8 @@ tls_setup(struct conn *c, struct endpoint *ep)
 			return (-1);
 	}
 	if (rc->kind != ROUTE_SERVER) {
+		if (certset_key_shares(ssl) == -1)
+			return (-1);
 		if (rt->rt_sni[0] != '\0' && wolfSSL_UseSNI(ssl,
 		    WOLFSSL_SNI_HOST_NAME, rt->rt_sni,
 		    (unsigned short)strlen(rt->rt_sni)) != WOLFSSL_SUCCESS)
