@@ -357,6 +357,62 @@ certset_free(struct certset *cs)
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 /*
+ * Key exchange groups, in preference order.  A server picks among the key
+ * shares the client sent, by this order, and asks for another share
+ * (HelloRetryRequest) only when none of them is usable: a client without
+ * ML-KEM (OpenSSL 3.0, Go 1.19) gets its own X25519 or P-256 share at once,
+ * one that sends the hybrid X25519MLKEM768 (another dmtls, Go 1.24+,
+ * OpenSSL 3.5+) gets the hybrid.  A client lists P-256 first and sends two
+ * shares, P-256 (the one wolfSSL 5.5.4 sent) then X25519MLKEM768 (see
+ * certset_key_shares): a server without ML-KEM takes P-256 at once, one
+ * with it the hybrid, which keeps recorded traffic safe from a later
+ * quantum computer.  --disable-hybrid-kex leaves the hybrids out.
+ */
+static int
+set_groups(WOLFSSL_CTX *ctx, int server)
+{
+	int g[8], n = 0;
+
+	if (server) {
+#ifdef DMTLS_KEX_HYBRID
+		g[n++] = WOLFSSL_X25519MLKEM768;
+		g[n++] = WOLFSSL_SECP256R1MLKEM768;
+#endif
+#ifdef HAVE_CURVE25519
+		g[n++] = WOLFSSL_ECC_X25519;
+#endif
+		g[n++] = WOLFSSL_ECC_SECP256R1;
+	} else {
+		g[n++] = WOLFSSL_ECC_SECP256R1;
+#ifdef DMTLS_KEX_HYBRID
+		g[n++] = WOLFSSL_X25519MLKEM768;
+#endif
+#ifdef HAVE_CURVE25519
+		g[n++] = WOLFSSL_ECC_X25519;
+#endif
+	}
+#if defined(HAVE_ECC384) || defined(HAVE_ALL_CURVES)
+	g[n++] = WOLFSSL_ECC_SECP384R1;
+#endif
+#if defined(HAVE_ECC521) || defined(HAVE_ALL_CURVES)
+	g[n++] = WOLFSSL_ECC_SECP521R1;
+#endif
+	return (wolfSSL_CTX_set_groups(ctx, g, n) == WOLFSSL_SUCCESS ? 0 : -1);
+}
+
+int
+certset_key_shares(WOLFSSL *ssl)
+{
+	if (wolfSSL_UseKeyShare(ssl, WOLFSSL_ECC_SECP256R1) != WOLFSSL_SUCCESS)
+		return (-1);
+#ifdef DMTLS_KEX_HYBRID
+	if (wolfSSL_UseKeyShare(ssl, WOLFSSL_X25519MLKEM768) != WOLFSSL_SUCCESS)
+		return (-1);
+#endif
+	return (0);
+}
+
+/*
  * Build a set from the bytes in files.  Returns the set (one reference), or
  * NULL with the flag index in *bad and the reason in err.
  */
@@ -399,6 +455,10 @@ certset_build(const struct certsrc *src, struct filebuf *files, int *bad,
 	if (wolfSSL_CTX_set_cipher_list(cs->cs_ctx, AEAD_CIPHERS) !=
 	    WOLFSSL_SUCCESS) {
 		snprintf(err, errlen, "cannot set the AEAD cipher list");
+		goto fail;
+	}
+	if (set_groups(cs->cs_ctx, src->src_p.tls_server) == -1) {
+		snprintf(err, errlen, "cannot set the key exchange groups");
 		goto fail;
 	}
 	if (wolfSSL_CTX_load_verify_buffer(cs->cs_ctx, files[F_CA].fb_buf,

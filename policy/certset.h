@@ -62,6 +62,13 @@ void certset_release(struct certset *);
 /* certset_ctx(cs): the wolfSSL context built from the set. */
 WOLFSSL_CTX *certset_ctx(const struct certset *);
 
+/*
+ * certset_key_shares(ssl): the key shares a client session sends: P-256
+ * first, then X25519MLKEM768 unless built with --disable-hybrid-kex.
+ * 0, or -1 when wolfSSL refuses one.
+ */
+int certset_key_shares(WOLFSSL *);
+
 /* certset_subject(cs): "CN=dm" of ssl-cert's leaf, or "" without one. */
 const char *certset_subject(const struct certset *);
 

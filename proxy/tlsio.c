@@ -177,6 +177,8 @@ tls_setup(struct conn *c, struct endpoint *ep)
 			return (-1);
 	}
 	if (rc->kind != ROUTE_SERVER) {
+		if (certset_key_shares(ssl) == -1)
+			return (-1);
 		if (rt->rt_sni[0] != '\0' && wolfSSL_UseSNI(ssl,
 		    WOLFSSL_SNI_HOST_NAME, rt->rt_sni,
 		    (unsigned short)strlen(rt->rt_sni)) != WOLFSSL_SUCCESS)
@@ -215,11 +217,36 @@ handshake_reason(struct conn *c, WOLFSSL *ssl, int err)
 		snprintf(c->c_reason, sizeof(c->c_reason), "%s", es);
 }
 
+/* A TLS plaintext record holds at most 2^14 bytes (RFC 8446 5.1). */
+#define TLS_RECORD_MAX	16384
+
+/*
+ * Check an ALPN extension's data (RFC 7301 3.1): a list length that covers
+ * the rest exactly, then one or more names of 1 to 255 bytes that fill the
+ * list exactly.  0 well-formed, -1 not.
+ */
+static int
+alpn_parses(const uint8_t *p, size_t elen)
+{
+	size_t len, off;
+
+	if (elen < 2)
+		return (-1);
+	len = (size_t)p[0] << 8 | p[1];
+	if (len < 2 || len + 2 != elen)
+		return (-1);
+	for (off = 2; off < elen; off += 1 + p[off])
+		if (p[off] == 0 || off + 1 + p[off] > elen)
+			return (-1);
+	return (0);
+}
+
 /*
  * Find the protocols a ClientHello offers (ALPN extension) in buf.
- * Returns 1 with the list (length-prefixed names) in list and len, 0 when it
- * offers none, -1 when more bytes are needed, -2 when it is not a
- * ClientHello dmtls can read (wolfSSL will judge it).
+ * Returns 1 with the list (length-prefixed names, checked) in list and len,
+ * 0 when it offers none, -1 when more bytes are needed, -2 when it is not a
+ * ClientHello dmtls can read in one record (wolfSSL will judge it), -3 when
+ * its ALPN extension does not parse.
  */
 static int
 hello_alpn(const uint8_t *buf, size_t n, const uint8_t **list, size_t *len)
@@ -231,6 +258,8 @@ hello_alpn(const uint8_t *buf, size_t n, const uint8_t **list, size_t *len)
 	if (buf[0] != 22)		/* handshake record */
 		return (-2);
 	rec = (size_t)buf[3] << 8 | buf[4];
+	if (rec > TLS_RECORD_MAX)
+		return (-2);
 	if (n < 5 + rec)
 		return (-1);
 	end = 5 + rec;
@@ -258,11 +287,9 @@ hello_alpn(const uint8_t *buf, size_t n, const uint8_t **list, size_t *len)
 		if (off + 4 + elen > end)
 			return (-2);
 		if (buf[off] == 0 && buf[off + 1] == 16) {	/* ALPN */
-			if (elen < 2)
-				return (-2);
-			*len = (size_t)buf[off + 4] << 8 | buf[off + 5];
-			if (*len + 2 > elen)
-				return (-2);
+			if (alpn_parses(buf + off + 4, elen) == -1)
+				return (-3);
+			*len = elen - 2;
 			*list = buf + off + 6;
 			return (1);
 		}
@@ -288,37 +315,93 @@ offered(const uint8_t *list, size_t len, const char *proto)
 }
 
 /*
+ * Read the first record into the endpoint's read-ahead, where tls_recv_cb
+ * hands it to wolfSSL.  Bytes are read, not peeked: a record that arrives
+ * in pieces waits for the next piece instead of finding the socket
+ * readable again at once (a peeked 5-byte header kept the level-triggered
+ * event firing until the deadline).  The buffer is the pooled one every
+ * handshake reads through, taken once bytes arrive; a record never
+ * exceeds it.
+ * 1 with r set (hello_alpn's verdict), 0 waiting for more, -1 no memory.
+ */
+static int
+hello_read(struct endpoint *ep, int *r, const uint8_t **list, size_t *len)
+{
+	size_t room;
+	ssize_t n;
+	uint8_t b;
+
+	if (ep->ep_ra == NULL) {
+		/* A silent peer holds no buffer. */
+		n = recv(ep->ep_fd, &b, 1, MSG_PEEK);
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			ep->ep_rd_wait = EV_READ;
+			return (0);
+		}
+		if ((ep->ep_ra = relay_buf_get()) == NULL)
+			return (-1);
+	}
+	for (;;) {
+		*r = hello_alpn(ep->ep_ra, ep->ep_ra_len, list, len);
+		if (*r != -1)
+			return (1);
+		room = RELAY_BUFSZ - ep->ep_ra_len;
+		n = recv(ep->ep_fd, ep->ep_ra + ep->ep_ra_len, room, 0);
+		if (n > 0) {
+			ep->ep_ra_len += (uint32_t)n;
+			ep->ep_drained = (size_t)n < room;
+			continue;
+		}
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			ep->ep_rd_wait = EV_READ;
+			return (0);
+		}
+		return (1);	/* EOF or error: wolfSSL reads what is here first */
+	}
+}
+
+/*
  * Server routes select the first protocol of the route's list that the
- * client offers (wolfSSL alone would follow the client's order): peek at
- * the ClientHello, then give wolfSSL just that protocol.  A client that
- * offers only others is refused with no_application_protocol; one that
- * offers none gets none.  1 done, 0 waiting for more bytes.
+ * client offers (wolfSSL alone would follow the client's order): read the
+ * ClientHello, then give wolfSSL just that protocol.  A client that offers
+ * only others is refused with no_application_protocol; one that offers
+ * none gets none.  One whose ALPN extension does not parse is refused here
+ * with decode_error, before wolfSSL reads it (wolfSSL before 5.9.0
+ * over-reads such a list: CVE-2026-3547).
+ * 1 done, 0 waiting for more bytes, -1 refused (the reason recorded).
  */
 static int
 alpn_select(struct conn *c, struct endpoint *ep)
 {
+	static const uint8_t alert[] = { 21, 3, 3, 0, 2, alert_fatal,
+	    decode_error };
 	const struct route_conf *rc = c->c_route->rt_conf;
-	uint8_t buf[16384 + 5];
 	const uint8_t *list = NULL;
 	char all[512];
 	size_t len = 0, i;
-	ssize_t n;
-	int r;
+	int r = 0, got;
 
 	if (rc->alpn.sl_n == 0)
 		return (1);
-	n = recv(ep->ep_fd, buf, sizeof(buf), MSG_PEEK);
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-		ep->ep_rd_wait = EV_READ;
-		return (0);
+	if ((got = hello_read(ep, &r, &list, &len)) != 1) {
+		if (got == 0)
+			return (0);
+		c->c_result = "failed";
+		c->c_why = WHY_HANDSHAKE;
+		snprintf(c->c_reason, sizeof(c->c_reason), "out of memory");
+		return (-1);
 	}
-	if (n <= 0)
-		return (1);	/* wolfSSL sees the EOF or error itself */
-	r = hello_alpn(buf, (size_t)n, &list, &len);
-	if (r == -1 && (size_t)n < sizeof(buf)) {
-		/* A ClientHello split over several TCP segments: wait. */
-		ep->ep_rd_wait = EV_READ;
-		return (0);
+	if (r == -3) {
+		/* A fresh socket's send buffer takes 7 bytes. */
+		(void)send(ep->ep_fd, alert, sizeof(alert), MSG_NOSIGNAL);
+		c->c_result = "failed";
+		c->c_why = WHY_HANDSHAKE;
+		snprintf(c->c_reason, sizeof(c->c_reason), "malformed "
+		    "ClientHello: its ALPN extension does not parse "
+		    "(sent decode_error)");
+		return (-1);
 	}
 	if (r != 1)
 		return (1);
@@ -360,8 +443,12 @@ tls_handshake(struct conn *c, struct endpoint *ep)
 		return (1);
 	}
 	if (c->c_route->rt_conf->kind == ROUTE_SERVER && !c->c_alpn_done) {
-		if (alpn_select(c, ep) == 0)
+		if ((r = alpn_select(c, ep)) == 0)
 			return (0);
+		if (r == -1) {
+			conn_close(c, NULL);	/* alpn_select said why */
+			return (-1);
+		}
 		c->c_alpn_done = 1;
 	}
 	r = c->c_route->rt_conf->kind == ROUTE_SERVER ? wolfSSL_accept(ssl) :

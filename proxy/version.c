@@ -1,6 +1,7 @@
 /*
  * version.c: `dmtls version`: dmtls and wolfSSL versions, which wolfSSL is
- * linked, and whether its AES assembly runs on this CPU.
+ * linked and where its source came from, the build properties dmtls relies
+ * on, and whether its AES assembly runs on this CPU.
  */
 #include <stdio.h>
 #if defined(__aarch64__)
@@ -64,6 +65,21 @@ version_print(FILE *f)
 		what = "from --with-wolfssl PREFIX";
 	fprintf(f, "dmtls %s\n", PACKAGE_VERSION);
 	fprintf(f, "wolfSSL %s (%s)\n", wolfSSL_lib_version(), what);
+	fprintf(f, "wolfSSL source: %s\n", DMTLS_WOLFSSL_ORIGIN);
+	/* configure refuses a wolfSSL without it: the allow-list needs it. */
+#ifdef WOLFSSL_ALWAYS_VERIFY_CB
+	fprintf(f, "verify callback on every certificate: yes\n");
+#else
+	fprintf(f, "verify callback on every certificate: NO (the allow-list "
+	    "is not applied)\n");
+#endif
+#ifdef DMTLS_KEX_HYBRID
+	fprintf(f, "key exchange: servers prefer X25519MLKEM768, then X25519, "
+	    "P-256; clients send P-256 and X25519MLKEM768 shares\n");
+#else
+	fprintf(f, "key exchange: classical only (X25519, P-256); no "
+	    "post-quantum hybrid\n");
+#endif
 	fprintf(f, "%s: %s\n", isa, aes_asm_in_use() ? "in use" :
 	    aes_asm_built() ? "built in, but this CPU lacks it" :
 	    "not built in (bulk crypto runs the slow C code)");
