@@ -1,5 +1,7 @@
 /*
- * peerid.c: read the holder's names out of a DER certificate with wolfCrypt.
+ * peerid.c: read the holder's names out of a DER certificate: the SANs
+ * with wolfCrypt, every CN and OU of the subject with subject.c (wolfCrypt
+ * keeps only the last CN and one OU).
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -10,22 +12,78 @@
 #include <wolfssl/wolfcrypt/asn.h>
 
 #include "policy.h"
+#include "subject.h"
 
+/* Contents of the OIDs id-at-commonName and id-at-organizationalUnitName. */
+static const uint8_t oid_cn[] = { 0x55, 0x04, 0x03 };
+static const uint8_t oid_ou[] = { 0x55, 0x04, 0x0b };
+
+/*
+ * Keep the name s[0..n) in pn.  bytes: it is a string of bytes (not a
+ * BMPString or UniversalString, whose bytes are not its characters).
+ */
 static void
-copy_name(char *dst, size_t dstlen, const char *src, int srclen)
+keep_name(struct peer_name *pn, int bytes, const uint8_t *s, size_t n)
 {
-	size_t n;
+	size_t i, o = 0;
 
-	if (src == NULL || srclen <= 0) {
-		dst[0] = '\0';
+	pn->pn_len = n;
+	if (n == 0)
+		pn->pn_bad = "empty";
+	else if (n > PEER_NAME_MAX)
+		pn->pn_bad = "longer than 255 bytes";
+	else if (!bytes)
+		pn->pn_bad = "not a byte string";
+	else if (memchr(s, '\0', n) != NULL)
+		pn->pn_bad = "holds a NUL byte";
+	else
+		pn->pn_bad = NULL;
+	if (pn->pn_bad == NULL) {
+		memcpy(pn->pn_s, s, n);
+		pn->pn_s[n] = '\0';
 		return;
 	}
-	n = (size_t)srclen < dstlen - 1 ? (size_t)srclen : dstlen - 1;
-	memcpy(dst, src, n);
-	dst[n] = '\0';
-	/* A NUL inside a name must not shorten what the policy compares. */
-	if (strlen(dst) != n)
-		dst[0] = '\0';
+	/* For logs only: cut to fit, a NUL shown as \0. */
+	for (i = 0; i < n; i++) {
+		if (s[i] != '\0' && o + 1 < sizeof(pn->pn_s))
+			pn->pn_s[o++] = (char)s[i];
+		else if (s[i] == '\0' && o + 2 < sizeof(pn->pn_s)) {
+			pn->pn_s[o++] = '\\';
+			pn->pn_s[o++] = '0';
+		} else
+			break;
+	}
+	pn->pn_s[o] = '\0';
+}
+
+/* Count one more name of a kind; keep it when there is room. */
+static void
+add_name(struct peer_name *v, size_t *n, int bytes, const uint8_t *s,
+    size_t len)
+{
+	if (*n < PEER_MAX_NAMES)
+		keep_name(&v[*n], bytes, s, len);
+	(*n)++;
+}
+
+static int
+byte_string(int tag)
+{
+	return (tag == DER_UTF8STRING || tag == DER_PRINTABLESTRING ||
+	    tag == DER_TELETEXSTRING || tag == DER_IA5STRING ||
+	    tag == DER_VISIBLESTRING);
+}
+
+static void
+on_attr(void *arg, const uint8_t *oid, size_t oidlen, int tag,
+    const uint8_t *val, size_t len)
+{
+	struct peer_id *id = arg;
+
+	if (oidlen == sizeof(oid_cn) && memcmp(oid, oid_cn, oidlen) == 0)
+		add_name(id->pi_cn, &id->pi_ncn, byte_string(tag), val, len);
+	else if (oidlen == sizeof(oid_ou) && memcmp(oid, oid_ou, oidlen) == 0)
+		add_name(id->pi_ou, &id->pi_nou, byte_string(tag), val, len);
 }
 
 int
@@ -37,25 +95,20 @@ peer_id_from_der(const uint8_t *der, size_t len, struct peer_id *id)
 
 	memset(id, 0, sizeof(*id));
 	InitDecodedCert(&dc, der, (word32)len, NULL);
-	if (ParseCert(&dc, CERT_TYPE, NO_VERIFY, NULL) != 0)
+	if (ParseCert(&dc, CERT_TYPE, NO_VERIFY, NULL) != 0 ||
+	    subject_each(der, len, on_attr, id) == -1)
 		goto done;
-	copy_name(id->pi_cn, sizeof(id->pi_cn), dc.subjectCN, dc.subjectCNLen);
-	if (dc.subjectOU != NULL && dc.subjectOULen > 0) {
-		copy_name(id->pi_ou[0], sizeof(id->pi_ou[0]), dc.subjectOU,
-		    dc.subjectOULen);
-		id->pi_nou = id->pi_ou[0][0] != '\0';
-	}
 	for (e = dc.altNames; e != NULL; e = e->next) {
+		if (e->name == NULL || e->len < 0)
+			continue;
 		switch (e->type) {
 		case ASN_DNS_TYPE:
-			if (id->pi_ndns < PEER_MAX_NAMES)
-				copy_name(id->pi_dns[id->pi_ndns++],
-				    sizeof(id->pi_dns[0]), e->name, e->len);
+			add_name(id->pi_dns, &id->pi_ndns, 1,
+			    (const uint8_t *)e->name, (size_t)e->len);
 			break;
 		case ASN_URI_TYPE:
-			if (id->pi_nuri < PEER_MAX_NAMES)
-				copy_name(id->pi_uri[id->pi_nuri++],
-				    sizeof(id->pi_uri[0]), e->name, e->len);
+			add_name(id->pi_uri, &id->pi_nuri, 1,
+			    (const uint8_t *)e->name, (size_t)e->len);
 			break;
 		case ASN_IP_TYPE:
 			if (id->pi_nip < PEER_MAX_NAMES && (e->len == 4 ||
@@ -69,5 +122,7 @@ peer_id_from_der(const uint8_t *der, size_t len, struct peer_id *id)
 	rc = 0;
 done:
 	FreeDecodedCert(&dc);
+	if (rc == -1)
+		memset(id, 0, sizeof(*id));
 	return (rc);
 }

@@ -16,13 +16,26 @@ policy_empty(const struct security_conf *sec)
 	    sec->allowed_uri.sl_n == 0 && sec->allowed_ou.sl_n == 0);
 }
 
+const char *
+policy_rule_error(const char *rule)
+{
+	if (rule[0] == '\0')
+		return ("an empty string is not a rule (no name is empty); "
+		    "remove it");
+	if (strlen(rule) > PEER_NAME_MAX)
+		return ("longer than 255 bytes: dmtls compares names of up to "
+		    "255 bytes, so this rule could never match");
+	return (NULL);
+}
+
+/* 1 when a comparable name among the first PEER_KEPT(n) of v is a rule. */
 static int
-any_in(const struct strlist *rules, const char names[][256], size_t n)
+any_in(const struct strlist *rules, const struct peer_name *v, size_t n)
 {
 	size_t i;
 
-	for (i = 0; i < n; i++)
-		if (strlist_has(rules, names[i]))
+	for (i = 0; i < PEER_KEPT(n); i++)
+		if (v[i].pn_bad == NULL && strlist_has(rules, v[i].pn_s))
 			return (1);
 	return (0);
 }
@@ -30,20 +43,14 @@ any_in(const struct strlist *rules, const char names[][256], size_t n)
 int
 policy_allows(const struct security_conf *sec, const struct peer_id *id)
 {
-	size_t i;
-
 	if (policy_empty(sec))
 		return (1);
-	if (id->pi_cn[0] != '\0' && strlist_has(&sec->allowed_cn, id->pi_cn))
+	/* Libraries disagree on which of several CNs is "the" CN. */
+	if (id->pi_ncn == 1 && any_in(&sec->allowed_cn, id->pi_cn, 1))
 		return (1);
-	if (any_in(&sec->allowed_dns, id->pi_dns, id->pi_ndns))
-		return (1);
-	if (any_in(&sec->allowed_uri, id->pi_uri, id->pi_nuri))
-		return (1);
-	for (i = 0; i < id->pi_nou; i++)
-		if (strlist_has(&sec->allowed_ou, id->pi_ou[i]))
-			return (1);
-	return (0);
+	return (any_in(&sec->allowed_dns, id->pi_dns, id->pi_ndns) ||
+	    any_in(&sec->allowed_uri, id->pi_uri, id->pi_nuri) ||
+	    any_in(&sec->allowed_ou, id->pi_ou, id->pi_nou));
 }
 
 /* Append sep, key and val to buf at off; returns the new offset. */
@@ -85,6 +92,48 @@ policy_describe(const struct security_conf *sec, char *buf, size_t len)
 }
 
 void
+policy_denial(const struct security_conf *sec, const struct peer_id *id,
+    char *buf, size_t len)
+{
+	const char *why = NULL;
+	char cns[128], ous[96], what[176];
+	size_t i, off = 0;
+
+	if (len == 0)
+		return;
+	peer_id_cn(id, cns, sizeof(cns));
+	if (id->pi_ncn > 1 && sec->allowed_cn.sl_n > 0)
+		snprintf(what, sizeof(what), "subject holds %zu CN attributes, "
+		    "so no CN rule can match: %s", id->pi_ncn, cns);
+	else {
+		if (id->pi_ncn == 1 && sec->allowed_cn.sl_n > 0)
+			why = id->pi_cn[0].pn_bad;
+		snprintf(what, sizeof(what), "CN %s%s%s", id->pi_ncn ? cns :
+		    "absent", why ? ": " : "", why ? why : "");
+	}
+	/* The OUs only matter to a route with OU rules. */
+	ous[0] = '\0';
+	for (i = 0; sec->allowed_ou.sl_n > 0 && i < PEER_KEPT(id->pi_nou); i++)
+		off = append(ous, sizeof(ous), off, ",", "", id->pi_ou[i].pn_s);
+	snprintf(buf, len, "certificate identity not allowed (%s%s%s%s)", what,
+	    sec->allowed_ou.sl_n == 0 ? "" : off ? "; OU " : "; no OU", ous,
+	    sec->allowed_ou.sl_n > 0 && id->pi_nou > PEER_MAX_NAMES ?
+	    ", OUs after the 16th not compared" : "");
+}
+
+void
+peer_id_cn(const struct peer_id *id, char *buf, size_t len)
+{
+	size_t i, off = 0;
+
+	if (len == 0)
+		return;
+	buf[0] = '\0';
+	for (i = 0; i < PEER_KEPT(id->pi_ncn); i++)
+		off = append(buf, len, off, ",", "", id->pi_cn[i].pn_s);
+}
+
+void
 peer_id_sans(const struct peer_id *id, char *buf, size_t len)
 {
 	size_t i, off = 0;
@@ -92,10 +141,10 @@ peer_id_sans(const struct peer_id *id, char *buf, size_t len)
 	if (len == 0)
 		return;
 	buf[0] = '\0';
-	for (i = 0; i < id->pi_ndns; i++)
-		off = append(buf, len, off, ",", "DNS:", id->pi_dns[i]);
+	for (i = 0; i < PEER_KEPT(id->pi_ndns); i++)
+		off = append(buf, len, off, ",", "DNS:", id->pi_dns[i].pn_s);
 	for (i = 0; i < id->pi_nip; i++)
 		off = append(buf, len, off, ",", "IP:", id->pi_ip[i]);
-	for (i = 0; i < id->pi_nuri; i++)
-		off = append(buf, len, off, ",", "URI:", id->pi_uri[i]);
+	for (i = 0; i < PEER_KEPT(id->pi_nuri); i++)
+		off = append(buf, len, off, ",", "URI:", id->pi_uri[i].pn_s);
 }

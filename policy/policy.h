@@ -10,24 +10,46 @@
 
 #include "../proxy/conf.h"
 
-#define PEER_MAX_NAMES	16
+#define PEER_NAME_MAX	255	/* longest name compared; longer never match */
+#define PEER_MAX_NAMES	16	/* names of one kind kept and compared */
 
-/* What a leaf certificate says about its holder. */
-struct peer_id {
-	char	pi_cn[256];
-	char	pi_ou[PEER_MAX_NAMES][128];
-	size_t	pi_nou;
-	char	pi_dns[PEER_MAX_NAMES][256];
-	size_t	pi_ndns;
-	char	pi_uri[PEER_MAX_NAMES][256];
-	size_t	pi_nuri;
-	char	pi_ip[PEER_MAX_NAMES][48];
-	size_t	pi_nip;
+/* How many of n names of one kind a peer_id holds. */
+#define PEER_KEPT(n)	((n) < PEER_MAX_NAMES ? (n) : PEER_MAX_NAMES)
+
+/* One name out of a certificate. */
+struct peer_name {
+	char	pn_s[PEER_NAME_MAX + 1];	/* the name, NUL-terminated */
+	size_t	pn_len;		/* its length in the certificate */
+	/*
+	 * NULL when pn_s is the whole name: 1 to PEER_NAME_MAX bytes, no NUL,
+	 * a byte string (UTF8String, PrintableString, IA5String...).  Only
+	 * such a name is ever compared.  Otherwise why not ("empty", "holds a
+	 * NUL byte"...), and pn_s is for logs (cut to fit, a NUL shown as \0).
+	 */
+	const char *pn_bad;
 };
 
 /*
- * peer_id_from_der(der, len, id): fill id from a DER certificate.
- * Returns 0, or -1 when the certificate does not parse.
+ * What a leaf certificate says about its holder.  The counts are of the
+ * names in the certificate; the first PEER_KEPT(count) are held.
+ */
+struct peer_id {
+	struct peer_name pi_cn[PEER_MAX_NAMES];	/* every CN attribute */
+	size_t		 pi_ncn;
+	struct peer_name pi_ou[PEER_MAX_NAMES];	/* every OU attribute */
+	size_t		 pi_nou;
+	struct peer_name pi_dns[PEER_MAX_NAMES];
+	size_t		 pi_ndns;
+	struct peer_name pi_uri[PEER_MAX_NAMES];
+	size_t		 pi_nuri;
+	char		 pi_ip[PEER_MAX_NAMES][48];
+	size_t		 pi_nip;
+};
+
+/*
+ * peer_id_from_der(der, len, id): fill id from a DER certificate: every CN
+ * and OU of its subject (read by subject.c) and its DNS, URI and IP SANs.
+ * Returns 0, or -1 (id emptied) when the certificate does not parse.
  */
 int peer_id_from_der(const uint8_t *, size_t, struct peer_id *);
 
@@ -35,11 +57,31 @@ int peer_id_from_der(const uint8_t *, size_t, struct peer_id *);
 int policy_empty(const struct security_conf *);
 
 /*
- * policy_allows(sec, id): 1 when any configured rule matches id (CN, DNS SAN,
- * URI SAN or OU, each an exact, case-sensitive match), or when no rule is
- * configured; 0 otherwise.
+ * policy_rule_error(rule): NULL when rule can be a cert-allowed-* rule, else
+ * why not, for a message that names the key: "" is not a rule, and one
+ * longer than PEER_NAME_MAX could never match.
+ */
+const char *policy_rule_error(const char *);
+
+/*
+ * policy_allows(sec, id): 1 when any configured rule matches id, or when no
+ * rule is configured; 0 otherwise.  A rule matches a name whose pn_bad is
+ * NULL and that equals it byte for byte.  CN rules look at the CN only when
+ * the subject holds exactly one; DNS, URI and OU rules look at every name of
+ * their kind that id holds.
  */
 int policy_allows(const struct security_conf *, const struct peer_id *);
+
+/*
+ * policy_denial(sec, id, buf, len): why policy_allows(sec, id) said 0, for
+ * the log line: "certificate identity not allowed (CN other)", or naming
+ * what kept a name from being compared (several CNs, too long, a NUL...).
+ */
+void policy_denial(const struct security_conf *, const struct peer_id *,
+    char *, size_t);
+
+/* peer_id_cn(id, buf, len): the subject's CNs for logs ("" when none). */
+void peer_id_cn(const struct peer_id *, char *, size_t);
 
 /* policy_describe(sec, buf, len): "cn=dm|dm2 dns=..." for log lines. */
 void policy_describe(const struct security_conf *, char *, size_t);

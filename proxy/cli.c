@@ -85,13 +85,50 @@ usage(FILE *f, const char *kind)
 	    "--log-format text|json --name NAME --no-cert-reread\n");
 }
 
+/* positive: 0 is refused (a timeout that expires at once). */
 static int
-set_duration(const char *flag, const char *v, long *ms)
+set_duration(const char *flag, const char *v, int positive, long *ms)
 {
-	if (parse_duration(v, ms) == -1)
-		return (usage_error("--%s %s: not a duration; write it like "
-		    "10s, 500ms or 2m", flag, v));
+	long n;
+
+	if (parse_duration(v, &n) == -1)
+		return (usage_error("--%s %s: not a duration; write a number "
+		    "and a unit ms, s, m or h, like 10s, 500ms or 1.5m, at "
+		    "most 365 days", flag, v));
+	if (positive && n == 0)
+		return (usage_error("--%s %s: must be greater than zero (0 "
+		    "would expire at once); write it like 10s", flag, v));
+	*ms = n;
 	return (0);
+}
+
+/*
+ * Add the comma-separated identity rules of v to sl.  Every item must be a
+ * valid rule: "a,,b" is an error, not "a,b", and "" is not "no rule".
+ */
+static int
+add_rules(const char *flag, const char *v, struct strlist *sl)
+{
+	const char *p = v, *comma, *why;
+	char item[512];
+	size_t n;
+
+	for (;;) {
+		comma = strchr(p, ',');
+		n = comma != NULL ? (size_t)(comma - p) : strlen(p);
+		if (n >= sizeof(item))
+			n = sizeof(item) - 1;	/* too long either way */
+		memcpy(item, p, n);
+		item[n] = '\0';
+		if ((why = policy_rule_error(item)) != NULL)
+			return (usage_error("--%s \"%.64s%s\": %s", flag, v,
+			    strlen(v) > 64 ? "..." : "", why));
+		if (strlist_add(sl, item) == -1)
+			return (usage_error("out of memory"));
+		if (comma == NULL)
+			return (0);
+		p = comma + 1;
+	}
 }
 
 /* Parse argv into rc and g.  0, or an exit status. */
@@ -116,7 +153,9 @@ parse(int argc, char **argv, struct route_conf *rc, struct global_conf *g)
 		case O_KEY:	free(rc->sec.ssl_key);
 				rc->sec.ssl_key = strdup(optarg); break;
 		case O_ALLOWED_CN:
-			strlist_add_csv(&rc->sec.allowed_cn, optarg);
+			if ((rv = add_rules("cert-allowed-cn", optarg,
+			    &rc->sec.allowed_cn)) != 0)
+				return (rv);
 			break;
 		case O_SERVER_NAME:
 			free(rc->sec.server_name);
@@ -147,27 +186,27 @@ parse(int argc, char **argv, struct route_conf *rc, struct global_conf *g)
 			rc->max_conns = v;
 			break;
 		case O_CONNECT_TO:
-			if ((rv = set_duration("connect-timeout", optarg,
+			if ((rv = set_duration("connect-timeout", optarg, 1,
 			    &rc->connect_timeout_ms)) != 0)
 				return (rv);
 			break;
 		case O_HANDSHAKE_TO:
-			if ((rv = set_duration("handshake-timeout", optarg,
+			if ((rv = set_duration("handshake-timeout", optarg, 1,
 			    &rc->handshake_timeout_ms)) != 0)
 				return (rv);
 			break;
 		case O_IDLE_TO:
-			if ((rv = set_duration("idle-timeout", optarg,
+			if ((rv = set_duration("idle-timeout", optarg, 0,
 			    &rc->idle_timeout_ms)) != 0)
 				return (rv);
 			break;
 		case O_CLOSE_TO:
-			if ((rv = set_duration("close-timeout", optarg,
+			if ((rv = set_duration("close-timeout", optarg, 1,
 			    &rc->close_timeout_ms)) != 0)
 				return (rv);
 			break;
 		case O_SHUTDOWN_TO:
-			if ((rv = set_duration("shutdown-timeout", optarg,
+			if ((rv = set_duration("shutdown-timeout", optarg, 0,
 			    &g->shutdown_timeout_ms)) != 0)
 				return (rv);
 			break;

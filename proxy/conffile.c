@@ -12,9 +12,9 @@
 
 #include <libconfig.h>
 
+#include "../policy/policy.h"
 #include "addr.h"
 #include "conffile.h"
-#include "log.h"
 #include "util.h"
 
 struct loadctx {
@@ -58,6 +58,13 @@ errat(struct loadctx *lc, const config_setting_t *s, const char *fmt, ...)
 	vsnprintf(lc->lc_err + n, lc->lc_errlen - (size_t)n, fmt, ap);
 	va_end(ap);
 	return (-1);
+}
+
+static int
+valid_log_level(const char *s)
+{
+	return (strcmp(s, "debug") == 0 || strcmp(s, "info") == 0 ||
+	    strcmp(s, "warn") == 0 || strcmp(s, "error") == 0);
 }
 
 /* Levenshtein distance, for "did you mean". */
@@ -141,9 +148,23 @@ get_string(struct loadctx *lc, const config_setting_t *g, const char *key,
 	return (0);
 }
 
+/* An identity rule (rules != 0) must be one policy_rule_error() takes. */
+static int
+add_item(struct loadctx *lc, const config_setting_t *e, const char *key,
+    int rules, struct strlist *out)
+{
+	const char *v = config_setting_get_string(e), *why;
+
+	if (rules && (why = policy_rule_error(v)) != NULL)
+		return (errat(lc, e, "%s: %s", key, why));
+	if (strlist_add(out, v) == -1)
+		return (errat(lc, e, "out of memory"));
+	return (0);
+}
+
 static int
 get_strlist(struct loadctx *lc, const config_setting_t *g, const char *key,
-    struct strlist *out, int *present)
+    int rules, struct strlist *out, int *present)
 {
 	const config_setting_t *s = config_setting_get_member(g, key), *e;
 	int i;
@@ -154,7 +175,7 @@ get_strlist(struct loadctx *lc, const config_setting_t *g, const char *key,
 		return (0);
 	if (config_setting_type(s) == CONFIG_TYPE_STRING) {
 		strlist_free(out);
-		return (strlist_add(out, config_setting_get_string(s)));
+		return (add_item(lc, s, key, rules, out));
 	}
 	if (config_setting_type(s) != CONFIG_TYPE_ARRAY &&
 	    config_setting_type(s) != CONFIG_TYPE_LIST)
@@ -166,7 +187,8 @@ get_strlist(struct loadctx *lc, const config_setting_t *g, const char *key,
 		if (config_setting_type(e) != CONFIG_TYPE_STRING)
 			return (errat(lc, e, "%s must be a list of strings",
 			    key));
-		strlist_add(out, config_setting_get_string(e));
+		if (add_item(lc, e, key, rules, out) == -1)
+			return (-1);
 	}
 	return (0);
 }
@@ -205,28 +227,36 @@ get_bool(struct loadctx *lc, const config_setting_t *g, const char *key,
 	return (0);
 }
 
-/* A duration: "10s", "500ms", "2m", or a number of seconds. */
+/*
+ * A duration: "10s", "500ms", "2m", or a whole number of seconds, at most
+ * 365 days.  positive: 0 is refused (a timeout that expires at once).
+ */
 static int
 get_duration(struct loadctx *lc, const config_setting_t *g, const char *key,
-    long *ms)
+    int positive, long *ms)
 {
 	const config_setting_t *s = config_setting_get_member(g, key);
+	long v;
 
 	if (s == NULL)
 		return (0);
 	if (config_setting_type(s) == CONFIG_TYPE_INT ||
 	    config_setting_type(s) == CONFIG_TYPE_INT64) {
-		long long v = config_setting_get_int64(s);
-		if (v < 0 || v > 86400 * 365)
+		long long n = config_setting_get_int64(s);
+		if (n < 0 || n > DURATION_MAX_MS / 1000)
 			return (errat(lc, s, "%s = %lld seconds is out of "
-			    "range", key, v));
-		*ms = (long)v * 1000;
-		return (0);
-	}
-	if (config_setting_type(s) != CONFIG_TYPE_STRING ||
-	    parse_duration(config_setting_get_string(s), ms) == -1)
-		return (errat(lc, s, "%s must be a duration like \"10s\", "
-		    "\"500ms\" or \"2m\"", key));
+			    "range 0..%lld (365 days)", key, n,
+			    DURATION_MAX_MS / 1000));
+		v = (long)n * 1000;
+	} else if (config_setting_type(s) != CONFIG_TYPE_STRING ||
+	    parse_duration(config_setting_get_string(s), &v) == -1)
+		return (errat(lc, s, "%s must be a duration: a number and a "
+		    "unit ms, s, m or h, like \"10s\", \"500ms\" or \"1.5m\", "
+		    "at most 365 days", key));
+	if (positive && v == 0)
+		return (errat(lc, s, "%s must be greater than zero (0 would "
+		    "expire at once); write it like \"10s\"", key));
+	*ms = v;
 	return (0);
 }
 
@@ -259,14 +289,14 @@ load_security(struct loadctx *lc, const config_setting_t *g,
 	    get_string(lc, g, "ssl-cert", &sec->ssl_cert) == -1 ||
 	    get_string(lc, g, "ssl-key", &sec->ssl_key) == -1 ||
 	    get_string(lc, g, "server-name", &sec->server_name) == -1 ||
-	    get_strlist(lc, g, "cert-allowed-cn", &sec->allowed_cn, NULL) ==
-	    -1 ||
-	    get_strlist(lc, g, "cert-allowed-dns", &sec->allowed_dns, NULL) ==
-	    -1 ||
-	    get_strlist(lc, g, "cert-allowed-uri", &sec->allowed_uri, NULL) ==
-	    -1 ||
-	    get_strlist(lc, g, "cert-allowed-ou", &sec->allowed_ou, NULL) ==
-	    -1 ||
+	    get_strlist(lc, g, "cert-allowed-cn", 1, &sec->allowed_cn,
+	    NULL) == -1 ||
+	    get_strlist(lc, g, "cert-allowed-dns", 1, &sec->allowed_dns,
+	    NULL) == -1 ||
+	    get_strlist(lc, g, "cert-allowed-uri", 1, &sec->allowed_uri,
+	    NULL) == -1 ||
+	    get_strlist(lc, g, "cert-allowed-ou", 1, &sec->allowed_ou,
+	    NULL) == -1 ||
 	    get_bool(lc, g, "verify-client", &sec->verify_client) == -1)
 		return (-1);
 	/* An empty string clears an inherited file (a mysql route that
@@ -334,14 +364,16 @@ load_route(struct loadctx *lc, const config_setting_t *g,
 	if (get_string(lc, g, "name", &rc->name) == -1 ||
 	    get_string(lc, g, "listen", &rc->listen) == -1 ||
 	    get_string(lc, g, "target", &rc->target) == -1 ||
-	    get_strlist(lc, g, "alpn", &rc->alpn, &alpn_present) == -1 ||
+	    get_strlist(lc, g, "alpn", 0, &rc->alpn, &alpn_present) == -1 ||
 	    get_long(lc, g, "max-conns", 0, 1000000, &rc->max_conns) == -1 ||
-	    get_duration(lc, g, "connect-timeout", &rc->connect_timeout_ms) ==
-	    -1 ||
-	    get_duration(lc, g, "handshake-timeout",
+	    get_duration(lc, g, "connect-timeout", 1,
+	    &rc->connect_timeout_ms) == -1 ||
+	    get_duration(lc, g, "handshake-timeout", 1,
 	    &rc->handshake_timeout_ms) == -1 ||
-	    get_duration(lc, g, "idle-timeout", &rc->idle_timeout_ms) == -1 ||
-	    get_duration(lc, g, "close-timeout", &rc->close_timeout_ms) == -1)
+	    get_duration(lc, g, "idle-timeout", 0, &rc->idle_timeout_ms) ==
+	    -1 ||
+	    get_duration(lc, g, "close-timeout", 1, &rc->close_timeout_ms) ==
+	    -1)
 		return (-1);
 	if ((s = config_setting_get_member(g, "security")) != NULL &&
 	    load_security(lc, s, &rc->sec) == -1)
@@ -463,7 +495,9 @@ load_confd(struct loadctx *lc, const char *path)
 		}
 	}
 	closedir(d);
-	qsort(names, n, sizeof(*names), name_cmp);
+	/* qsort() must not be given the NULL of an empty folder. */
+	if (n > 1)
+		qsort(names, n, sizeof(*names), name_cmp);
 	for (i = 0; i < n && rc == 0; i++) {
 		const config_setting_t *root, *s;
 		int k;
@@ -518,12 +552,14 @@ config_load(const char *path, struct config *cf, char *err, size_t errlen)
 	    get_string(&lc, root, "log-format", &cf->cf_g.log_format) == -1 ||
 	    get_string(&lc, root, "status", &cf->cf_g.status) == -1 ||
 	    get_long(&lc, root, "workers", 0, 256, &workers) == -1 ||
-	    get_duration(&lc, root, "shutdown-timeout",
+	    get_duration(&lc, root, "shutdown-timeout", 0,
 	    &cf->cf_g.shutdown_timeout_ms) == -1)
 		goto out;
 	cf->cf_g.workers = (int)workers;
-	if (cf->cf_g.log_level != NULL && log_setup(cf->cf_g.log_level, NULL)
-	    == -1) {
+	/* Only check it: loading (a reload) must not change the running
+	 * level; whoever uses the loaded config applies it. */
+	if (cf->cf_g.log_level != NULL &&
+	    !valid_log_level(cf->cf_g.log_level)) {
 		errat(&lc, config_lookup(&c, "log-level"), "log-level must be "
 		    "\"debug\", \"info\", \"warn\" or \"error\"");
 		goto out;

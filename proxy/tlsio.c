@@ -489,7 +489,7 @@ tls_verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *store)
 	if (store->certs != NULL && store->totalCerts > 0 &&
 	    peer_id_from_der(store->certs[0].buffer, store->certs[0].length,
 	    &id) == 0) {
-		snprintf(c->c_cn, sizeof(c->c_cn), "%s", id.pi_cn);
+		peer_id_cn(&id, c->c_cn, sizeof(c->c_cn));
 		peer_id_sans(&id, c->c_sans, sizeof(c->c_sans));
 	} else
 		memset(&id, 0, sizeof(id));
@@ -505,9 +505,7 @@ tls_verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *store)
 	if (!policy_allows(&rc->sec, &id)) {
 		c->c_result = "denied";
 		c->c_why = WHY_POLICY;
-		snprintf(c->c_reason, sizeof(c->c_reason),
-		    "certificate identity not allowed (CN %.128s)",
-		    id.pi_cn[0] ? id.pi_cn : "absent");
+		policy_denial(&rc->sec, &id, c->c_reason, sizeof(c->c_reason));
 		return (0);
 	}
 	return (1);

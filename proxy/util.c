@@ -2,39 +2,69 @@
  * util.c: small parsers and clocks.
  */
 #include <errno.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "util.h"
 
+static int
+is_digit(char c)
+{
+	return (c >= '0' && c <= '9');
+}
+
+/*
+ * The grammar is DIGITS [ "." DIGITS ] [ "ms" | "s" | "m" | "h" ], checked
+ * byte by byte and computed in integers: strtod() would also take "nan",
+ * "inf", hex, exponents, signs and leading blanks, and a NaN passes every
+ * range check.  Every intermediate value stays below 2^40.
+ */
 int
 parse_duration(const char *s, long *ms)
 {
-	char *end;
-	double v;
-	long mult;
+	const char *p = s;
+	int64_t ip = 0, frac = 0, den = 1, mult, v;
+	int nonzero = 0;
 
-	if (s == NULL || *s == '\0' || *s == '-' || *s == '+')
+	if (s == NULL || !is_digit(*p))
 		return (-1);
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno != 0 || end == s)
-		return (-1);
-	if (*end == '\0' || strcmp(end, "s") == 0)
+	for (; is_digit(*p); p++) {
+		if (ip > DURATION_MAX_MS)
+			return (-1);
+		ip = ip * 10 + (*p - '0');
+	}
+	if (*p == '.') {
+		if (!is_digit(*++p))
+			return (-1);
+		/* Digits past the ninth cannot change the milliseconds. */
+		for (; is_digit(*p); p++) {
+			nonzero |= *p != '0';
+			if (den < 1000000000) {
+				frac = frac * 10 + (*p - '0');
+				den *= 10;
+			}
+		}
+	}
+	if (*p == '\0' || strcmp(p, "s") == 0)
 		mult = 1000;
-	else if (strcmp(end, "ms") == 0)
+	else if (strcmp(p, "ms") == 0)
 		mult = 1;
-	else if (strcmp(end, "m") == 0)
+	else if (strcmp(p, "m") == 0)
 		mult = 60 * 1000;
-	else if (strcmp(end, "h") == 0)
+	else if (strcmp(p, "h") == 0)
 		mult = 3600 * 1000;
 	else
 		return (-1);
-	if (v < 0 || v * mult > (double)LONG_MAX / 2)
+	if (ip > DURATION_MAX_MS / mult)
 		return (-1);
-	*ms = (long)(v * mult + 0.5);
+	v = ip * mult + (frac * mult + den / 2) / den;
+	if (v > DURATION_MAX_MS)
+		return (-1);
+	/* Not zero, yet below the millisecond timers count in. */
+	if (v == 0 && (ip != 0 || nonzero))
+		return (-1);
+	*ms = (long)v;
 	return (0);
 }
 

@@ -6,9 +6,15 @@
 
 #include <stdint.h>
 
+/* The longest duration parse_duration() takes: 365 days. */
+#define DURATION_MAX_MS		(365LL * 86400 * 1000)
+
 /*
- * parse_duration(s, ms): parse "10s", "500ms", "2m", "1h" or a bare number of
- * seconds into milliseconds.  Returns 0, or -1 when s is not a duration.
+ * parse_duration(s, ms): parse "10s", "500ms", "1.5m", "1h" or a bare number
+ * of seconds (decimal digits, an optional fraction, no sign, exponent or
+ * blank) into milliseconds, rounded to the nearest.  Returns 0, or -1 when s
+ * is not a duration, exceeds DURATION_MAX_MS, or is not zero but rounds to
+ * 0 ms; *ms is set only on success.
  */
 int parse_duration(const char *, long *);
 

@@ -46,6 +46,83 @@ test_durations_refused(void **state)
 	assert_int_equal(ms, 42);
 }
 
+/* Fuzzing found "nan" accepted (UB on the conversion to long). */
+static void
+test_durations_refuse_nan_inf_hex_exponent(void **state)
+{
+	static const char *bad[] = {
+		"nan", "NaN", "nans", "inf", "infinity", "-inf", "-0", "+1",
+		"-0s", "0x10s", "0x10", "1e3", "1e3s", "1e400", "1E2ms",
+		" 5", "5 ", "\t5s", ".5s", "5.s", "1..5s", "1.5.5s", "1,5s",
+		"5S", "5sec", "5ss", "5mss", "5d", "ms",
+	};
+	size_t i;
+	long ms;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ms = 42;
+		if (parse_duration(bad[i], &ms) != -1 || ms != 42)
+			fail_msg("parse_duration(\"%s\") accepted it as %ld ms",
+			    bad[i], ms);
+	}
+}
+
+static void
+test_durations_huge_refused(void **state)
+{
+	long ms = 42;
+
+	(void)state;
+	/* At most 365 days, in any unit. */
+	assert_int_equal(parse_duration("31536000s", &ms), 0);
+	assert_int_equal(ms, 31536000000L);
+	assert_int_equal(parse_duration("8760h", &ms), 0);
+	assert_int_equal(ms, 31536000000L);
+	ms = 42;
+	assert_int_equal(parse_duration("31536000.001s", &ms), -1);
+	assert_int_equal(parse_duration("8761h", &ms), -1);
+	assert_int_equal(parse_duration("525601m", &ms), -1);
+	assert_int_equal(parse_duration("31536000001ms", &ms), -1);
+	assert_int_equal(parse_duration("1000000000000000s", &ms), -1);
+	assert_int_equal(parse_duration("99999999999999999999999999s", &ms),
+	    -1);
+	assert_int_equal(parse_duration("9223372036854775807ms", &ms), -1);
+	assert_int_equal(parse_duration("9223372036854775808", &ms), -1);
+	assert_int_equal(ms, 42);
+}
+
+static void
+test_durations_exact_and_rounded(void **state)
+{
+	long ms;
+
+	(void)state;
+	assert_int_equal(parse_duration("0", &ms), 0);
+	assert_int_equal(ms, 0);
+	assert_int_equal(parse_duration("0s", &ms), 0);
+	assert_int_equal(ms, 0);
+	assert_int_equal(parse_duration("0.000s", &ms), 0);
+	assert_int_equal(ms, 0);
+	assert_int_equal(parse_duration("0.25m", &ms), 0);
+	assert_int_equal(ms, 15000);
+	assert_int_equal(parse_duration("1.0005s", &ms), 0);
+	assert_int_equal(ms, 1001);
+	assert_int_equal(parse_duration("2.5ms", &ms), 0);
+	assert_int_equal(ms, 3);
+	assert_int_equal(parse_duration("0.001s", &ms), 0);
+	assert_int_equal(ms, 1);
+	assert_int_equal(parse_duration("010s", &ms), 0);
+	assert_int_equal(ms, 10000);
+	assert_int_equal(parse_duration("1.000000000001h", &ms), 0);
+	assert_int_equal(ms, 3600000);
+	/* Not zero, but less than the millisecond dmtls counts in. */
+	ms = 42;
+	assert_int_equal(parse_duration("0.4ms", &ms), -1);
+	assert_int_equal(parse_duration("0.0001s", &ms), -1);
+	assert_int_equal(ms, 42);
+}
+
 static void
 test_long_bounds(void **state)
 {
@@ -123,6 +200,9 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_durations_with_units),
 		cmocka_unit_test(test_durations_refused),
+		cmocka_unit_test(test_durations_refuse_nan_inf_hex_exponent),
+		cmocka_unit_test(test_durations_huge_refused),
+		cmocka_unit_test(test_durations_exact_and_rounded),
 		cmocka_unit_test(test_long_bounds),
 		cmocka_unit_test(test_strlist_csv_and_repeat),
 		cmocka_unit_test(test_addr_forms),
