@@ -16,6 +16,7 @@
 #include "../policy/policy.h"
 #include "addr.h"
 #include "conn.h"
+#include "linger.h"
 #include "log.h"
 #include "mysql.h"
 #include "route.h"
@@ -341,7 +342,8 @@ conn_step(struct conn *c)
 			if (relay_pump(c) == -1)
 				return;		/* closed */
 			if (c->c_up.h_done && c->c_down.h_done) {
-				conn_close(c, "eof");
+				/* A direction that died keeps its reason. */
+				conn_close(c, c->c_reason[0] ? NULL : "eof");
 				return;
 			}
 			if ((c->c_up.h_done || c->c_down.h_done) &&
@@ -422,6 +424,16 @@ drain(int fd)
 			break;
 }
 
+/* Close with a reset (RST), so the peer cannot take the end for a FIN. */
+static void
+abort_close(int fd)
+{
+	struct linger lg = { 1, 0 };
+
+	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
 /* Count the ended connection in its route's metrics. */
 static void
 conn_count(struct conn *c)
@@ -472,6 +484,7 @@ conn_close(struct conn *c, const char *reason)
 	event_del(&c->c_timer);
 	for (i = 0; i < 2; i++) {
 		struct endpoint *ep = &c->c_ep[i];
+		int plain = ep->ep_ssl == NULL;
 
 		if (ep->ep_armed)
 			event_del(&ep->ep_ev);
@@ -482,7 +495,16 @@ conn_close(struct conn *c, const char *reason)
 			wolfSSL_free(ep->ep_ssl);
 		relay_buf_put(ep->ep_ra);
 		relay_buf_put(ep->ep_wa);
-		if (ep->ep_fd != -1) {
+		if (ep->ep_fd == -1)
+			continue;
+		if (c->c_abort && plain)
+			abort_close(ep->ep_fd);
+		else if (i == 0 && !ep->ep_rd_eof)
+			/* The client may still be sending: let what is
+			 * queued for it (an alert, a reply's tail, an ERR)
+			 * reach it before its bytes force a reset. */
+			linger_close(c->c_worker->w_base, ep->ep_fd);
+		else {
 			drain(ep->ep_fd);
 			close(ep->ep_fd);
 		}

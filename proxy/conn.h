@@ -66,6 +66,12 @@ struct endpoint {
 	unsigned	 ep_rd_eof:1;	/* the peer ended its sending side */
 	unsigned	 ep_drained:1;	/* the last recv() came back short */
 	unsigned	 ep_closed_notify:1; /* ... with a TLS close_notify */
+	/* TLS record boundaries of what wolfSSL was given, so an EOF inside
+	 * a record (a cut stream) is told from one between records. */
+	uint16_t	 ep_rec_left;	/* body bytes of the current record */
+	uint8_t		 ep_rec_hlen;	/* header bytes seen (0-4) */
+	uint8_t		 ep_rec_hi;	/* high byte of its length */
+	unsigned	 ep_cut:1;	/* the stream ended inside a record */
 };
 
 struct half {
@@ -75,7 +81,9 @@ struct half {
 	size_t		 h_off;
 	size_t		 h_len;
 	uint64_t	 h_bytes;
-	unsigned	 h_done:1;	/* EOF passed on to h_dst */
+	unsigned	 h_done:1;	/* EOF passed on to h_dst, or h_dead */
+	unsigned	 h_dead:1;	/* h_dst refused a write: nothing more
+					 * goes this way, h_src is not read */
 };
 
 struct conn {
@@ -101,6 +109,8 @@ struct conn {
 	enum conn_why		 c_why;
 	struct mysql_state	*c_my;		/* mysql routes, until relaying */
 	int			 c_alpn_done;	/* server: ALPN chosen */
+	int			 c_abort;	/* a corrupt or cut TLS stream: the
+						 * plaintext side gets a reset */
 	TAILQ_ENTRY(conn)	 c_entry;
 };
 

@@ -57,6 +57,10 @@ tls_result(struct endpoint *ep, int ret, short *wait, int *err)
 {
 	int e = wolfSSL_get_error(ep->ep_ssl, ret);
 
+	if (ep->ep_cut) {
+		*err = e;
+		return (IO_ERR);	/* EOF inside a record: not an end */
+	}
 	switch (e) {
 	case WOLFSSL_ERROR_WANT_READ:
 		*wait = EV_READ;
@@ -173,6 +177,8 @@ endpoint_errstr(const struct endpoint *ep, int err)
 {
 	static __thread char buf[96];
 
+	if (ep->ep_ssl != NULL && ep->ep_cut)
+		return ("the TLS stream ended inside a record (truncated)");
 	if (ep->ep_ssl != NULL) {
 		wolfSSL_ERR_error_string_n((unsigned long)err, buf,
 		    sizeof(buf));
@@ -182,24 +188,71 @@ endpoint_errstr(const struct endpoint *ep, int err)
 }
 
 /*
+ * The destination of h refused a write: this direction is over.  Its
+ * buffered bytes are dropped and its source is not read again, while the
+ * other direction goes on to its own end (the tail of a reply still
+ * reaches a client whose upload the target no longer takes).  The first
+ * such reason is the connection's.
+ */
+static void
+half_kill(struct conn *c, struct half *h, const char *side, const char *why)
+{
+	struct endpoint *dst = h->h_dst;
+
+	if (c->c_reason[0] == '\0')
+		snprintf(c->c_reason, sizeof(c->c_reason), "write to %s: %s",
+		    side, why);
+	relay_buf_put(h->h_buf);
+	h->h_buf = NULL;
+	h->h_off = h->h_len = 0;
+	relay_buf_put(dst->ep_wa);	/* staged TLS output cannot leave */
+	dst->ep_wa = NULL;
+	dst->ep_wa_off = dst->ep_wa_len = 0;
+	dst->ep_wr_wait = 0;
+	h->h_dead = h->h_done = 1;
+}
+
+/*
+ * A TLS stream that failed (bad record MAC, a record cut by EOF, any
+ * decoding error) ends the connection, and the plaintext side sees a
+ * reset: never a FIN that would make a truncated stream look complete.
+ */
+static int
+tls_read_failed(struct conn *c, struct endpoint *src, const char *side,
+    int err)
+{
+	c->c_abort = src->ep_ssl != NULL;
+	conn_fail(c, "allowed", "read from %s: %s%s", side,
+	    endpoint_errstr(src, err), c->c_abort ?
+	    "; plaintext side aborted (reset)" : "");
+	return (-1);
+}
+
+/*
  * Move what can be moved in one direction.  Returns 1 when something
  * happened, 0 when everything is blocked, -1 when the connection was closed.
+ *
+ * Invariant: h holds at most one buffer, and its source is read only while
+ * that buffer is empty (backpressure); a dead half (h_dead) neither reads
+ * nor writes again.
  */
 static int
 half_pump(struct conn *c, struct half *h, const char *side)
 {
 	struct endpoint *src = h->h_src, *dst = h->h_dst;
+	const char *from = side[0] == 't' ? "client" : "target";
 	size_t n;
-	int err = 0, moved = 0;
+	int err = 0, moved = 0, failed = 0;
 	enum io io;
 
+	if (h->h_dead)
+		return (0);
 	if (h->h_len > h->h_off && dst->ep_wr_wait == 0) {
 		io = endpoint_write(dst, h->h_buf + h->h_off, h->h_len - h->h_off,
 		    &n, &err);
 		if (io == IO_ERR || io == IO_EOF) {
-			conn_fail(c, "allowed", "write to %s: %s", side,
-			    endpoint_errstr(dst, err));
-			return (-1);
+			half_kill(c, h, side, endpoint_errstr(dst, err));
+			return (1);
 		}
 		if (io == IO_OK) {
 			h->h_off += n;
@@ -221,7 +274,7 @@ half_pump(struct conn *c, struct half *h, const char *side)
 		 * plaintext side gets one large send. */
 		while (io == IO_OK && src->ep_ssl != NULL &&
 		    h->h_len + n < RELAY_READMAX) {
-			size_t more;
+			size_t more = 0;
 			h->h_len += n;
 			h->h_bytes += n;
 			switch (endpoint_read(src, h->h_buf + h->h_len,
@@ -229,27 +282,26 @@ half_pump(struct conn *c, struct half *h, const char *side)
 			case IO_OK:
 				break;
 			case IO_EOF:
-			case IO_ERR:
 				/*
 				 * Record the end now: wolfSSL reports a
-				 * close_notify (or an error) once, and a write
-				 * the other way may reset its state before the
-				 * next read.  The bytes already read still go
-				 * out first; a broken stream ends like an EOF.
+				 * close_notify once, and a write the other way
+				 * may reset its state before the next read.
+				 * The bytes already read still go out first.
 				 */
 				src->ep_rd_eof = 1;
-				more = 0;
+				break;
+			case IO_ERR:
+				failed = 1;	/* the stream is corrupt */
 				break;
 			case IO_WAIT:
-				more = 0;	/* the wait is recorded */
-				break;
-			}
-			if (more == 0) {
-				n = 0;
-				break;
+				break;		/* the wait is recorded */
 			}
 			n = more;
+			if (more == 0)
+				break;
 		}
+		if (failed)
+			return (tls_read_failed(c, src, from, err));
 		switch (io) {
 		case IO_OK:
 			h->h_len += n;
@@ -261,10 +313,7 @@ half_pump(struct conn *c, struct half *h, const char *side)
 			moved = 1;
 			break;
 		case IO_ERR:
-			conn_fail(c, "allowed", "read from %s: %s",
-			    side[0] == 't' ? "client" : "target",
-			    endpoint_errstr(src, err));
-			return (-1);
+			return (tls_read_failed(c, src, from, err));
 		case IO_WAIT:
 			break;
 		}
@@ -287,22 +336,18 @@ half_pump(struct conn *c, struct half *h, const char *side)
 int
 relay_pump(struct conn *c)
 {
-	int up, down;
+	struct half *toward[2] = { &c->c_down, &c->c_up };	/* by dst */
+	int up, down, i;
 
 	do {
-		/* TLS output staged by an earlier write goes out first. */
-		if (tls_pending(&c->c_ep[0]) && c->c_ep[0].ep_wr_wait == 0 &&
-		    tls_flush(&c->c_ep[0]) == -1) {
-			conn_fail(c, "allowed", "write to client: %s",
-			    strerror(errno));
-			return (-1);
-		}
-		if (tls_pending(&c->c_ep[1]) && c->c_ep[1].ep_wr_wait == 0 &&
-		    tls_flush(&c->c_ep[1]) == -1) {
-			conn_fail(c, "allowed", "write to target: %s",
-			    strerror(errno));
-			return (-1);
-		}
+		/* TLS output staged by an earlier write goes out first; a
+		 * side that refuses it ends the direction toward it. */
+		for (i = 0; i < 2; i++)
+			if (tls_pending(&c->c_ep[i]) &&
+			    c->c_ep[i].ep_wr_wait == 0 &&
+			    tls_flush(&c->c_ep[i]) == -1)
+				half_kill(c, toward[i], i == 0 ? "client" :
+				    "target", strerror(errno));
 		if ((up = half_pump(c, &c->c_up, "target")) == -1)
 			return (-1);
 		if ((down = half_pump(c, &c->c_down, "client")) == -1)
@@ -318,8 +363,8 @@ relay_interest(const struct conn *c, const struct endpoint *ep)
 	const struct half *out = ep == c->c_up.h_dst ? &c->c_up : &c->c_down;
 	short want = 0;
 
-	/* Reading: while the half it feeds has room and no EOF yet. */
-	if (!ep->ep_rd_eof && in->h_len == 0)
+	/* Reading: while the half it feeds lives, has room and no EOF yet. */
+	if (!ep->ep_rd_eof && !in->h_dead && in->h_len == 0)
 		want |= ep->ep_rd_wait;
 	/* Writing: while bytes or the EOF are waiting to go out. */
 	if (out->h_len > out->h_off || (out->h_src->ep_rd_eof && !out->h_done) ||

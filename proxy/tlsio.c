@@ -30,13 +30,11 @@
  * consumed before WANT_READ is reported, so no wakeup is lost.
  */
 static int
-tls_recv_cb(WOLFSSL *ssl, char *buf, int sz, void *arg)
+tls_recv_raw(struct endpoint *ep, char *buf, int sz)
 {
-	struct endpoint *ep = arg;
 	size_t n;
 	ssize_t r;
 
-	(void)ssl;
 	if (ep->ep_ra_len == 0 && ep->ep_drained)
 		return (WOLFSSL_CBIO_ERR_WANT_READ);	/* see endpoint_read */
 	if (ep->ep_ra_len == 0 && sz < RELAY_BUFSZ / 2) {
@@ -82,6 +80,55 @@ tls_recv_cb(WOLFSSL *ssl, char *buf, int sz, void *arg)
 	if (errno == ECONNRESET)
 		return (WOLFSSL_CBIO_ERR_CONN_RST);
 	return (WOLFSSL_CBIO_ERR_GENERAL);
+}
+
+/* Follow the record framing of n bytes handed to wolfSSL. */
+static void
+rec_track(struct endpoint *ep, const uint8_t *p, size_t n)
+{
+	size_t k;
+
+	while (n > 0) {
+		if (ep->ep_rec_left > 0) {
+			k = n < ep->ep_rec_left ? n : ep->ep_rec_left;
+			ep->ep_rec_left = (uint16_t)(ep->ep_rec_left - k);
+			p += k;
+			n -= k;
+			continue;
+		}
+		/* A header byte: type, version (2), length (2). */
+		if (ep->ep_rec_hlen == 3)
+			ep->ep_rec_hi = *p;
+		if (ep->ep_rec_hlen == 4) {
+			ep->ep_rec_left = (uint16_t)(ep->ep_rec_hi << 8 | *p);
+			ep->ep_rec_hlen = 0;
+		} else
+			ep->ep_rec_hlen++;
+		p++;
+		n--;
+	}
+}
+
+/*
+ * The receive callback: tls_recv_raw, plus the record framing, so that an
+ * EOF inside a record reaches wolfSSL as a reset, not as a clean close.
+ */
+static int
+tls_recv_cb(WOLFSSL *ssl, char *buf, int sz, void *arg)
+{
+	struct endpoint *ep = arg;
+	int r;
+
+	(void)ssl;
+	r = tls_recv_raw(ep, buf, sz);
+	if (r > 0)
+		rec_track(ep, (const uint8_t *)buf, (size_t)r);
+	else if (r == WOLFSSL_CBIO_ERR_CONN_CLOSE &&
+	    (ep->ep_rec_left != 0 || ep->ep_rec_hlen != 0)) {
+		ep->ep_cut = 1;
+		return (WOLFSSL_CBIO_ERR_CONN_RST);
+	}
+	return (r);
 }
 
 int

@@ -10,6 +10,7 @@
 
 #include "../policy/certset.h"
 #include "conn.h"
+#include "linger.h"
 #include "log.h"
 #include "route.h"
 #include "worker.h"
@@ -91,6 +92,7 @@ worker_main(void *arg)
 	/* A worker with its listeners paused and no connection has no
 	 * event pending, yet must wait for a wakeup. */
 	event_base_loop(w->w_base, EVLOOP_NO_EXIT_ON_EMPTY);
+	linger_drain();
 	relay_buf_drain();
 	certset_thread_done();
 	return (NULL);

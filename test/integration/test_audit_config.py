@@ -274,6 +274,7 @@ def test_failed_reload_keeps_log_level(dmtls_bin, pki, procs, tmp_path):
             f.write(bad)
         os.replace(conf + ".tmp", conf)
         since = d.mark()
+        d.expect_error(r"event=reload_failed .*bogus-key")
         d.kill(signal.SIGHUP)
         d.wait_log(r"event=reload_failed .*bogus-key", timeout=10, since=since)
         assert echo_refusal(port, pki) is None, d.log()

@@ -1,17 +1,29 @@
 """Regression tests for defects the core audit (issue 9) found in the
 connection engine: the handshake, the relay and the teardown."""
 
+import fcntl
 import os
 import socket
-import ssl
+import struct
 import subprocess
 import sys
+import termios
+import threading
 import time
 
-from backends import EchoServer, wait_until
+import pytest
+
+from backends import EchoServer, _Server, pattern, wait_until
 from conftest import free_port, wait_listening
 from test_reload import conf_text, reload, start_run
+from test_server_route import TLSStream, start_server
 from tlsclient import client_context, tls_connect
+
+
+def _outq(sock):
+    """Bytes sent on sock that its peer's kernel has not acknowledged yet."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ,
+                                          b"\0\0\0\0"))[0]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -116,3 +128,139 @@ def test_max_conns_counts_connections_across_a_reload(dmtls_bin, pki, procs, tmp
             third.close()
             for s in held:
                 s.close()
+
+
+class EndServer(_Server):
+    """Read until the peer ends; record the bytes and how the stream ended:
+    "eof" (FIN) or "reset" (RST)."""
+
+    def handle(self, conn):
+        got = b""
+        end = "eof"
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                got += data
+        except ConnectionResetError:
+            end = "reset"
+        self._record(data=got, end=end)
+
+
+def tls_record(stream, payload):
+    """One TLS application-data record of `payload` from a TLSStream."""
+    with stream._lock:
+        stream._obj.write(payload)
+        return stream._out.read()
+
+
+@pytest.mark.parametrize("how", ["bad_mac", "cut_mid_record"])
+def test_corrupt_tls_stream_reaches_target_as_reset(dmtls_bin, pki, procs, how):
+    """A TLS record that fails its MAC, or a stream cut inside a record,
+    reaches the plaintext target as an abort (RST), never as a FIN that
+    makes a truncated stream look complete (issue 9 item 8)."""
+    port = free_port()
+    with EndServer() as backend:
+        d = start_server(procs, dmtls_bin, pki, port, backend.addr)
+        s = TLSStream(port, pki, timeout=10)
+        s.sendall(b"first part;")
+        wait_until(lambda: backend.accepted == 1, 5, "the target dialled")
+        rec = bytearray(tls_record(s, b"second part"))
+        if how == "bad_mac":
+            rec[-1] ^= 0x01              # the tag no longer matches
+            s.raw.sendall(bytes(rec))
+        else:
+            s.raw.sendall(bytes(rec[:len(rec) // 2]))
+            s.raw.shutdown(socket.SHUT_WR)
+        (res,) = backend.wait_results(1)
+        s.raw.close()
+        assert res["end"] == "reset", res
+        assert res["data"] in (b"", b"first part;"), res
+        m = d.wait_log(r"event=close .*reason=\"[^\"]*\"")
+        assert "aborted" in m.group(0), m.group(0)
+
+
+def test_write_error_one_way_keeps_the_other_way(dmtls_bin, pki, procs):
+    """When the target stops taking the client's upload (it closed with the
+    upload unread, so writes to it fail), the reply it already sent still
+    reaches the client whole, then a clean close_notify (issue 9 item 8)."""
+    reply = pattern(200 * 1024, "reply")
+
+    class ReplyThenReset(_Server):
+        def handle(self, conn):
+            conn.recv(65536)
+            conn.sendall(reply)
+            conn.shutdown(socket.SHUT_WR)
+            # Everything acknowledged by dmtls's kernel, then close with
+            # the upload unread: the kernel resets the connection.
+            wait_until(lambda: _outq(conn) == 0, 10, "reply acknowledged")
+            self._record(sent=len(reply))
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                            struct.pack("ii", 1, 0))
+
+    port = free_port()
+    with ReplyThenReset() as backend:
+        d = start_server(procs, dmtls_bin, pki, port, backend.addr)
+        s = TLSStream(port, pki, timeout=20, rcvbuf=4096)
+        stop = threading.Event()
+
+        def upload():
+            try:
+                while not stop.is_set():
+                    s.sendall(b"u" * 65536)
+            except OSError:
+                pass
+
+        t = threading.Thread(target=upload, daemon=True)
+        t.start()
+        backend.wait_results(1)
+        # The upload is now refused by the target; read the reply.
+        got = bytearray()
+        while True:
+            data = s.recv()
+            if not data:
+                break
+            got += data
+        stop.set()
+        s.raw.close()
+        t.join(10)
+        assert len(got) == len(reply) and bytes(got) == reply, len(got)
+        d.wait_log(r"event=close .*reason=\"write to target")
+
+
+@pytest.fixture(scope="session")
+def goclient(tmp_path_factory):
+    """The Go TLS client of goclient/main.go, built with Debian's Go."""
+    d = tmp_path_factory.mktemp("go")
+    env = dict(os.environ, GOCACHE=str(d / "cache"), GOPATH=str(d / "path"),
+               GOFLAGS="-mod=mod", GOPROXY="off", GO111MODULE="off", CGO_ENABLED="0")
+    out = d / "goclient"
+    subprocess.run(["go", "build", "-o", str(out), os.path.join(HERE, "goclient", "main.go")],
+                   check=True, env=env, capture_output=True, timeout=300)
+    return str(out)
+
+
+def test_go_client_denied_sees_the_alert(dmtls_bin, pki, procs, goclient):
+    """A Go client (as every DM component is) refused by the allow-list
+    reports the server's alert, "remote error: tls: bad certificate", not
+    "broken pipe" or "connection reset": under TLS 1.3 it writes before it
+    reads the verdict, and dmtls drains before closing (issue 9 item 15)."""
+    port = free_port()
+    with EchoServer() as echo:
+        d = start_server(procs, dmtls_bin, pki, port, echo.addr)
+        for i in range(10):
+            # It writes 256 KiB before it reads, so the server has its
+            # bytes to deal with after the denial.
+            r = subprocess.run([goclient, "127.0.0.1:%d" % port, pki.ca, pki.path("other"),
+                                pki.key("other"), "localhost", str(256 * 1024)],
+                               capture_output=True, text=True, timeout=20)
+            assert r.returncode == 1, (r.stdout, r.stderr)
+            assert "remote error: tls: bad certificate" in r.stdout, \
+                "round %d: Go saw %r" % (i, r.stdout)
+        assert echo.accepted == 0
+        # An allowed Go client still gets its echo.
+        r = subprocess.run([goclient, "127.0.0.1:%d" % port, pki.ca, pki.path("dm"),
+                            pki.key("dm"), "localhost"],
+                           capture_output=True, text=True, timeout=20)
+        assert r.stdout.startswith("ok: "), (r.stdout, r.stderr, d.log())

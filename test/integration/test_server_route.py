@@ -148,11 +148,16 @@ def closed_after(sock, limit):
 class TLSStream:
     """A TLS client over ssl.MemoryBIO that supports what SSLSocket cannot:
     one thread sending while another receives, and a half-close
-    (close_write() sends close_notify, reading goes on)."""
+    (close_write() sends close_notify, reading goes on).  `rcvbuf` sets
+    SO_RCVBUF before connecting."""
 
-    def __init__(self, port, pki, timeout=60, **ctx_kw):
+    def __init__(self, port, pki, timeout=60, rcvbuf=None, **ctx_kw):
         ctx = client_context(pki, **ctx_kw)
-        self.raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.raw = socket.socket()
+        if rcvbuf:
+            self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.raw.settimeout(timeout)
+        self.raw.connect(("127.0.0.1", port))
         self.peer = peer_of(self.raw)
         self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self._obj = ctx.wrap_bio(self._in, self._out, server_hostname="localhost")
