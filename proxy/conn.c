@@ -141,6 +141,18 @@ conn_timer_update(struct conn *c)
 	c->c_timer_at = d;
 }
 
+/* The relay spent its budget in an earlier wakeup: go on. */
+static void
+more_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	assert(c->c_magic == CONN_MAGIC);
+	conn_step(c);
+}
+
 static void
 timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -206,6 +218,7 @@ conn_accept(struct worker *w, struct route_rt *rt, int fd,
 	c->c_down.h_src = &c->c_ep[1];
 	c->c_down.h_dst = &c->c_ep[0];
 	evtimer_assign(&c->c_timer, w->w_base, timer_cb, c);
+	event_assign(&c->c_more, w->w_base, -1, 0, more_cb, c);
 	c->c_start_ms = c->c_io_ms = now_ms();
 	addr_str(sa, salen, c->c_peer, sizeof(c->c_peer));
 	worker_conn_add(w, c);
@@ -339,8 +352,12 @@ conn_step(struct conn *c)
 			break;
 		case CS_RELAY:
 			c->c_io_ms = now_ms();
-			if (relay_pump(c) == -1)
+			if ((r = relay_pump(c)) == -1)
 				return;		/* closed */
+			if (r == 1)
+				/* Budget spent: the other connections of
+				 * this worker first, then on from here. */
+				event_active(&c->c_more, 0, 0);
 			if (c->c_up.h_done && c->c_down.h_done) {
 				/* A direction that died keeps its reason. */
 				conn_close(c, c->c_reason[0] ? NULL : "eof");
@@ -482,6 +499,7 @@ conn_close(struct conn *c, const char *reason)
 	mysql_abort(c);		/* the MySQL client hears why, as an ERR */
 
 	event_del(&c->c_timer);
+	event_del(&c->c_more);
 	for (i = 0; i < 2; i++) {
 		struct endpoint *ep = &c->c_ep[i];
 		int plain = ep->ep_ssl == NULL;

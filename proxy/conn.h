@@ -27,6 +27,9 @@ struct mysql_state;
 /* Plaintext read per round: four TLS records, whose framing still fits in
  * one RELAY_BUFSZ buffer of staged TLS output. */
 #define RELAY_READMAX	(RELAY_BUFSZ - 1024)
+/* Bytes one connection may move per wakeup before its worker serves the
+ * others (relay_pump returns 1, the connection is woken again). */
+#define RELAY_BUDGET	(1024 * 1024)
 
 /* Why a connection was refused or failed, for metrics. */
 enum conn_why {
@@ -111,6 +114,8 @@ struct conn {
 	int			 c_alpn_done;	/* server: ALPN chosen */
 	int			 c_abort;	/* a corrupt or cut TLS stream: the
 						 * plaintext side gets a reset */
+	struct event		 c_more;	/* the relay spent its budget: go
+						 * on from the event loop */
 	TAILQ_ENTRY(conn)	 c_entry;
 };
 
@@ -144,7 +149,11 @@ enum io endpoint_write(struct endpoint *, const uint8_t *, size_t, size_t *,
     int *);
 const char *endpoint_errstr(const struct endpoint *, int);
 
-/* relay_pump(c): move bytes both ways until every side would block. */
+/*
+ * relay_pump(c): move bytes both ways until every side would block (0), or
+ * until RELAY_BUDGET bytes moved in this call (1: call again soon).  -1
+ * when the connection was closed.
+ */
 int relay_pump(struct conn *);
 
 /* relay_interest(c, ep): the events endpoint ep waits for while relaying. */

@@ -15,11 +15,12 @@
  * plaintext the server leg may deliver.  on_greeting() refuses a greeting
  * with any byte behind it in ms_in[SRV]; from then until the TLS session
  * exists nothing reads the server leg, and server_quiet() refuses bytes
- * waiting in its socket right before each write of the SSLRequest and right
- * before the session is created (a real server says nothing until our
- * ClientHello).  So when tls_setup() runs, ms_in[SRV] and the endpoint's
- * read-ahead are empty, and every server byte the relay or wolfSSL ever
- * sees came through TLS.  Refusals end the connection with an ERR to the
+ * waiting in its socket right before each write of the SSLRequest (a real
+ * server says nothing until it has the SSLRequest, and then only TLS: what
+ * arrives after it is read by wolfSSL as TLS, where garbage fails the
+ * handshake).  So when tls_setup() runs, ms_in[SRV] and the endpoint's
+ * read-ahead are empty, and every server byte the relay ever sees came
+ * through TLS.  Refusals end the connection with an ERR to the
  * client and a conn_failed log line.
  *
  * Each leg keeps its own sequence counter: a packet received sets the leg's
@@ -769,9 +770,9 @@ step_once(struct conn *c)
 		if (ms->ms_outlen[SRV] != 0)
 			return (moved);
 		/* The invariant at the top: no plaintext from the server
-		 * is left anywhere TLS or the relay would read it. */
-		if (server_quiet(c) == -1)
-			return (-1);
+		 * is left anywhere TLS or the relay would read it.  (What
+		 * the server sends once the SSLRequest is out is read by
+		 * wolfSSL as TLS: garbage there fails the handshake.) */
 		if (ms->ms_inlen[SRV] != 0 || c->c_ep[SRV].ep_ra_len != 0)
 			return (fail(c, "internal error: server bytes read "
 			    "before TLS"));

@@ -337,9 +337,13 @@ int
 relay_pump(struct conn *c)
 {
 	struct half *toward[2] = { &c->c_down, &c->c_up };	/* by dst */
+	uint64_t start = c->c_up.h_bytes + c->c_down.h_bytes;
 	int up, down, i;
 
 	do {
+		if (c->c_up.h_bytes + c->c_down.h_bytes - start >=
+		    RELAY_BUDGET)
+			return (1);	/* fair to the worker's others */
 		/* TLS output staged by an earlier write goes out first; a
 		 * side that refuses it ends the direction toward it. */
 		for (i = 0; i < 2; i++)
