@@ -538,14 +538,20 @@ rx_alert(WOLFSSL *ssl)
 
 /* Describe the first bytes the server sent when they are not TLS. */
 static void
-not_tls_hint(const struct probe *p)
+not_tls_hint(struct probe *p)
 {
 	char txt[sizeof(p->p_first) + 1], hex[3 * sizeof(p->p_first) + 1];
+	ssize_t n;
 	size_t i;
 
 	if (p->p_nfirst == 0 || (p->p_first[0] >= 20 && p->p_first[0] <= 23 &&
 	    p->p_nfirst >= 2 && p->p_first[1] == 3))
 		return;
+	/* wolfSSL read a record header; show a little more of what came. */
+	n = recv(p->p_fd, p->p_first + p->p_nfirst, sizeof(p->p_first) -
+	    p->p_nfirst, MSG_DONTWAIT);
+	if (n > 0)
+		p->p_nfirst += (size_t)n;
 	for (i = 0; i < p->p_nfirst; i++) {
 		txt[i] = (char)p->p_first[i];
 		snprintf(hex + 3 * i, 4, "%02x ", p->p_first[i]);
