@@ -412,6 +412,23 @@ certset_key_shares(WOLFSSL *ssl)
 	return (0);
 }
 
+int
+certset_ctx_tune(WOLFSSL_CTX *ctx, int server, char *err, size_t errlen)
+{
+	wolfSSL_CTX_SetMinVersion(ctx, WOLFSSL_TLSV1_2);
+	/* One send() per handshake flight, not one per message. */
+	wolfSSL_CTX_set_group_messages(ctx);
+	if (wolfSSL_CTX_set_cipher_list(ctx, AEAD_CIPHERS) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "cannot set the AEAD cipher list");
+		return (-1);
+	}
+	if (set_groups(ctx, server) == -1) {
+		snprintf(err, errlen, "cannot set the key exchange groups");
+		return (-1);
+	}
+	return (0);
+}
+
 /*
  * Build a set from the bytes in files.  Returns the set (one reference), or
  * NULL with the flag index in *bad and the reason in err.
@@ -449,18 +466,9 @@ certset_build(const struct certsrc *src, struct filebuf *files, int *bad,
 		snprintf(err, errlen, "cannot create a TLS context");
 		goto fail;
 	}
-	wolfSSL_CTX_SetMinVersion(cs->cs_ctx, WOLFSSL_TLSV1_2);
-	/* One send() per handshake flight, not one per message. */
-	wolfSSL_CTX_set_group_messages(cs->cs_ctx);
-	if (wolfSSL_CTX_set_cipher_list(cs->cs_ctx, AEAD_CIPHERS) !=
-	    WOLFSSL_SUCCESS) {
-		snprintf(err, errlen, "cannot set the AEAD cipher list");
+	if (certset_ctx_tune(cs->cs_ctx, src->src_p.tls_server, err,
+	    errlen) == -1)
 		goto fail;
-	}
-	if (set_groups(cs->cs_ctx, src->src_p.tls_server) == -1) {
-		snprintf(err, errlen, "cannot set the key exchange groups");
-		goto fail;
-	}
 	if (wolfSSL_CTX_load_verify_buffer(cs->cs_ctx, files[F_CA].fb_buf,
 	    (long)files[F_CA].fb_len, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
 		snprintf(err, errlen, "holds no usable CA certificate");

@@ -63,6 +63,15 @@ void certset_release(struct certset *);
 WOLFSSL_CTX *certset_ctx(const struct certset *);
 
 /*
+ * certset_ctx_tune(ctx, server, err, errlen): the protocol settings every
+ * route's context gets: TLS 1.2 minimum, AEAD ciphers only, the key
+ * exchange groups in dmtls's order (server or client side), one send per
+ * handshake flight.  0, or -1 with the reason in err.  (`dmtls probe`
+ * without --ssl-ca builds its context with it.)
+ */
+int certset_ctx_tune(WOLFSSL_CTX *, int, char *, size_t);
+
+/*
  * certset_key_shares(ssl): the key shares a client session sends: P-256
  * first, then X25519MLKEM768 unless built with --disable-hybrid-kex.
  * 0, or -1 when wolfSSL refuses one.

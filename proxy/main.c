@@ -9,7 +9,9 @@
 
 #include <event2/thread.h>
 
+#include "certs.h"
 #include "cli.h"
+#include "probe.h"
 #include "version.h"
 
 static void
@@ -27,7 +29,12 @@ usage(FILE *f)
 	    "       dmtls run [-c FILE]\n"
 	    "       dmtls check [-c FILE]\n"
 	    "       dmtls check server|client|mysql ROUTE-FLAGS\n"
-	    "       dmtls version\n");
+	    "       dmtls version\n"
+	    "       dmtls certs init|issue DIR ...  (a test PKI; see dmtls "
+	    "certs --help)\n"
+	    "       dmtls probe ADDR [--ssl-ca F] [--ssl-cert F --ssl-key F] "
+	    "[--server-name NAME] [--cert-allowed-cn CN]... [--alpn LIST] "
+	    "[--mysql]\n");
 }
 
 int
@@ -54,6 +61,10 @@ main(int argc, char **argv)
 			return (cli_config(argc - 1, argv + 1, 1));
 		return (cli_route(argc - 2, argv + 2, 1));
 	}
+	if (strcmp(argv[1], "certs") == 0)
+		return (certs_main(argc - 1, argv + 1));
+	if (strcmp(argv[1], "probe") == 0)
+		return (probe_main(argc - 1, argv + 1));
 	if (strcmp(argv[1], "run") == 0)
 		return (cli_config(argc - 1, argv + 1, 0));
 	if (strcmp(argv[1], "server") == 0 || strcmp(argv[1], "client") == 0 ||
