@@ -40,6 +40,7 @@
 #include <wolfssl/wolfcrypt/error-crypt.h>
 
 #include "../policy/certset.h"
+#include "../policy/hostname.h"
 #include "../policy/policy.h"
 #include "addr.h"
 #include "cli.h"
@@ -77,7 +78,6 @@ struct probe {
 	int		 p_leaf_seen;	/* the callback ran on the leaf */
 	int		 p_chain_err;	/* first chain error wolfSSL found */
 	int		 p_chain_depth;
-	int		 p_name_err;	/* host name mismatch on the leaf */
 	struct peer_id	 p_id;
 	int		 p_id_ok;
 	uint8_t		 p_first[16];	/* the first bytes received */
@@ -200,14 +200,9 @@ probe_verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *st)
 			p->p_id_ok = peer_id_from_der(p->p_chain[0],
 			    p->p_chain_len[0], &p->p_id) == 0;
 	}
-	if (!preverify && st->error != 0) {
-		if (st->error_depth == 0 && (st->error == DOMAIN_NAME_MISMATCH ||
-		    st->error == IPADDR_MISMATCH))
-			p->p_name_err = st->error;
-		else if (p->p_chain_err == 0) {
-			p->p_chain_err = st->error;
-			p->p_chain_depth = st->error_depth;
-		}
+	if (!preverify && st->error != 0 && p->p_chain_err == 0) {
+		p->p_chain_err = st->error;
+		p->p_chain_depth = st->error_depth;
 	}
 	if (st->error_depth == 0)
 		p->p_leaf_seen = 1;
@@ -593,16 +588,8 @@ session_new(struct probe *p, WOLFSSL_CTX *ctx, const char **step)
 	if (p->p_sni[0] != '\0' && wolfSSL_UseSNI(ssl, WOLFSSL_SNI_HOST_NAME,
 	    p->p_sni, (unsigned short)strlen(p->p_sni)) != WOLFSSL_SUCCESS)
 		goto fail;
-	/*
-	 * wolfSSL 5.9 takes only dotted names and "localhost" here: a single
-	 * label ("master-1") or an IP address is refused, and a client route
-	 * with such a server-name cannot set up any session.
-	 */
-	*step = "check the host name";
-	if (p->p_rc.sec.server_name != NULL &&
-	    wolfSSL_check_domain_name(ssl, p->p_rc.sec.server_name) !=
-	    WOLFSSL_SUCCESS)
-		goto fail;
+	/* server-name is judged on the leaf's SANs (judge_name), as a
+	 * route does (policy/hostname.c). */
 	return (ssl);
 fail:
 	wolfSSL_free(ssl);
@@ -746,12 +733,7 @@ judge_name(struct probe *p)
 		say("server-name: SKIP the server sent no certificate");
 		return;
 	}
-	if (p->p_name_err == 0 && p->p_chain_err != 0) {
-		say("server-name: SKIP not checked: wolfSSL checks the name "
-		    "only on a chain that verifies");
-		return;
-	}
-	if (p->p_name_err == 0) {
+	if (p->p_id_ok && hostname_matches(&p->p_id, n)) {
 		say("server-name: PASS the leaf is valid for %s", E(n));
 		return;
 	}
@@ -1002,17 +984,8 @@ probe_run(struct probe *p, WOLFSSL_CTX *ctx)
 	    "MySQL greeting, SSLRequest, then TLS" : "TLS from the first "
 	    "byte", p->p_mysql ? "mysql" : "client");
 	if ((ssl = session_new(p, ctx, &step)) == NULL) {
-		if (strcmp(step, "check the host name") == 0) {
-			say("server-name: FAIL wolfSSL refuses to check %s: it "
-			    "takes a dotted host name or localhost, not a single "
-			    "label or an IP address; a client route with this "
-			    "server-name fails every connection (\"cannot create "
-			    "a TLS session\")", E(p->p_rc.sec.server_name));
-			failed(p, "server-name");
-		} else {
-			say("tls: FAIL wolfSSL cannot %s", step);
-			failed(p, "tls");
-		}
+		say("tls: FAIL wolfSSL cannot %s", step);
+		failed(p, "tls");
 		goto verdict;
 	}
 	if (probe_connect(p, err, sizeof(err)) == -1) {

@@ -9,6 +9,7 @@
  */
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <arpa/inet.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -113,9 +114,15 @@ route_new(struct daemon *d, struct route_conf *rc, char *err, size_t errlen)
 		goto fail;
 	}
 	if (rc->kind != ROUTE_SERVER) {
+		/* SNI carries a host name, never an address (RFC 6066). */
 		const char *sni = rc->sec.server_name ? rc->sec.server_name :
 		    (rt->rt_target.a_is_ip || rt->rt_target.a_unix ? "" :
 		    rt->rt_target.a_host);
+		struct in6_addr ip;
+
+		if (inet_pton(AF_INET, sni, &ip) == 1 ||
+		    inet_pton(AF_INET6, sni, &ip) == 1)
+			sni = "";
 		snprintf(rt->rt_sni, sizeof(rt->rt_sni), "%s", sni);
 	}
 	memset(&p, 0, sizeof(p));

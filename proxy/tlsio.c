@@ -16,6 +16,7 @@
 #include <wolfssl/wolfio.h>
 
 #include "../policy/certset.h"
+#include "../policy/hostname.h"
 #include "../policy/policy.h"
 #include "conn.h"
 #include "log.h"
@@ -230,10 +231,8 @@ tls_setup(struct conn *c, struct endpoint *ep)
 		    WOLFSSL_SNI_HOST_NAME, rt->rt_sni,
 		    (unsigned short)strlen(rt->rt_sni)) != WOLFSSL_SUCCESS)
 			return (-1);
-		if (rc->sec.server_name != NULL &&
-		    wolfSSL_check_domain_name(ssl, rc->sec.server_name) !=
-		    WOLFSSL_SUCCESS)
-			return (-1);
+		/* server-name is checked in tls_verify_cb (hostname.c):
+		 * wolfSSL's check refuses single labels and addresses. */
 	}
 	return (0);
 }
@@ -547,6 +546,15 @@ tls_verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *store)
 		    "certificate verification failed: %s",
 		    wolfSSL_ERR_reason_error_string(
 		    (unsigned long)store->error));
+		return (0);
+	}
+	if (rc->kind != ROUTE_SERVER && rc->sec.server_name != NULL &&
+	    !hostname_matches(&id, rc->sec.server_name)) {
+		c->c_result = "failed";
+		c->c_why = WHY_VERIFY;
+		snprintf(c->c_reason, sizeof(c->c_reason), "certificate does "
+		    "not match server-name %.64s (SANs %.72s)",
+		    rc->sec.server_name, c->c_sans[0] ? c->c_sans : "none");
 		return (0);
 	}
 	if (!policy_allows(&rc->sec, &id)) {

@@ -3,6 +3,7 @@ connection engine: the handshake, the relay and the teardown."""
 
 import fcntl
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -264,3 +265,47 @@ def test_go_client_denied_sees_the_alert(dmtls_bin, pki, procs, goclient):
                             pki.key("dm"), "localhost"],
                            capture_output=True, text=True, timeout=20)
         assert r.stdout.startswith("ok: "), (r.stdout, r.stderr, d.log())
+
+
+@pytest.mark.parametrize("name, sans, ok", [
+    ("master-1", ("DNS:master-1",), True),          # a single-label name
+    ("master-1.dm.svc", ("DNS:master-1.dm.svc",), True),
+    ("127.0.0.1", ("DNS:localhost", "IP:127.0.0.1"), True),
+    ("MASTER-1", ("DNS:master-1",), True),            # DNS names ignore case
+    ("master-2", ("DNS:master-1",), False),
+    ("master-1", ("IP:127.0.0.1",), False),
+    ("127.0.0.2", ("IP:127.0.0.1",), False),
+    ("w1.dm", ("DNS:*.dm",), True),                   # a wildcard label
+    ("a.w1.dm", ("DNS:*.dm",), False),                # covers one label only
+])
+def test_client_route_server_name(dmtls_bin, pki, procs, name, sans, ok):
+    """A client route's server-name is checked against the server's SANs,
+    whatever its form: DM names its components with single labels such as
+    master-1 (wolfSSL 5.9's own check refuses those, and IP addresses, so
+    every connection failed); a name the certificate does not carry is
+    refused with a clear reason."""
+    leaf = "srv-" + re.sub(r"[^a-z0-9]+", "-", "%s-%s" % (name.lower(), "-".join(sans)))
+    cert, key = pki.leaf(leaf, "dm", sans=sans)
+    sport, cport = free_port(), free_port()
+    with EchoServer() as echo:
+        procs.start([dmtls_bin, "server", "--listen", "127.0.0.1:%d" % sport,
+                     "--target", echo.addr, "--ssl-ca", pki.ca, "--ssl-cert", cert,
+                     "--ssl-key", key, "--cert-allowed-cn", "dm"],
+                    name="server", wait_port=sport)
+        c = procs.start([dmtls_bin, "client", "--listen", "127.0.0.1:%d" % cport,
+                         "--target", "127.0.0.1:%d" % sport, "--server-name", name,
+                         "--ssl-ca", pki.ca, "--ssl-cert", pki.path("dm"),
+                         "--ssl-key", pki.key("dm"), "--cert-allowed-cn", "dm"],
+                        name="client", wait_port=cport)
+        with socket.create_connection(("127.0.0.1", cport), timeout=10) as s:
+            s.sendall(b"hello")
+            try:
+                got = s.recv(16)
+            except ConnectionResetError:
+                got = b""
+        if ok:
+            assert got == b"hello", c.log()
+        else:
+            assert got == b""
+            m = c.wait_log(r"event=handshake_failed .*")
+            assert "does not match" in m.group(0) and name in m.group(0), m.group(0)

@@ -288,7 +288,14 @@ def test_server_and_client_routes_use_them(dmtls_bin, procs, dpki):
                            "--ssl-cert", dpki / "other.pem", "--ssl-key",
                            dpki / "other-key.pem"], name="dmtls-client-other")
         wait_listening(bport, bad)
-        assert echo_through(bport) == b""
+        # Refused by the server after the client route's handshake (TLS
+        # 1.3): its alert ends the stream, and the plaintext client sees
+        # that as an abort, not as an empty answer.
+        try:
+            got = echo_through(bport)
+        except ConnectionResetError:
+            got = None
+        assert got is None, got
         srv.wait_log(r"event=denied route=server .*cn=other ")
 
 

@@ -159,15 +159,20 @@ def test_probe_names_a_wrong_server_name(dmtls_bin, procs, pki):
     assert verdict(r.stdout, "ssl-ca")[0] == "PASS"
 
 
-def test_probe_explains_a_server_name_wolfssl_will_not_check(dmtls_bin, procs, pki):
-    """wolfSSL 5.9 checks only dotted names and localhost: a client route
-    with server-name "master-1" or an IP fails every connection.  The probe
-    says so instead of connecting."""
-    addr = s_server(procs, pki, "dm")
+def test_probe_checks_single_label_and_ip_server_names(dmtls_bin, procs, pki):
+    """server-name is judged on the leaf's SANs as a client route judges it:
+    a single label such as DM's master-1 and an IP address are names like
+    any other (wolfSSL 5.9's own check refused both)."""
+    pki.leaf("master-1", "dm", sans=("DNS:master-1", "IP:127.0.0.1"))
+    addr = s_server(procs, pki, "master-1")
     for name in ("master-1", "127.0.0.1"):
         r = probe(dmtls_bin, addr, "--ssl-ca", pki.ca, "--server-name", name)
-        assert_result(r, 1, ["server-name"])
-        assert "wolfSSL refuses to check %s" % name in r.stdout, r.stdout
+        assert_result(r, 0)
+        assert re.search(r"^server-name: PASS the leaf is valid for %s$" % re.escape(name),
+                         r.stdout, re.M), r.stdout
+    r = probe(dmtls_bin, addr, "--ssl-ca", pki.ca, "--server-name", "master-2")
+    assert_result(r, 1, ["server-name"])
+    assert "the leaf is not valid for master-2 (its names: DNS:master-1" in r.stdout, r.stdout
 
 
 # ---- servers that offer no TLS, a closed port -----------------------------------
