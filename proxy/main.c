@@ -10,6 +10,7 @@
 #include <event2/thread.h>
 
 #include "cli.h"
+#include "healthcheck.h"
 #include "version.h"
 
 static void
@@ -27,7 +28,8 @@ usage(FILE *f)
 	    "       dmtls run [-c FILE]\n"
 	    "       dmtls check [-c FILE]\n"
 	    "       dmtls check server|client|mysql ROUTE-FLAGS\n"
-	    "       dmtls version\n");
+	    "       dmtls version\n"
+	    "       dmtls healthcheck [-c FILE | ADDR]\n");
 }
 
 int
@@ -47,6 +49,8 @@ main(int argc, char **argv)
 		usage(stdout);
 		return (0);
 	}
+	if (strcmp(argv[1], "healthcheck") == 0)
+		return (healthcheck_main(argc - 1, argv + 1));
 	evthread_use_pthreads();
 	wolfSSL_Init();
 	if (strcmp(argv[1], "check") == 0) {
