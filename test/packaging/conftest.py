@@ -185,6 +185,17 @@ def debian_sources(codename="bookworm"):
     return "\n".join(stanzas)
 
 
+# apt settings of the system that a container's apt needs to reach the same
+# mirror: proxies, and the date checks a snapshot mirror turns off.
+APT_CONF_KEYS = re.compile(r"^Acquire::(Check-Valid-Until|Check-Date|https?::Proxy(::\S+)?) ")
+
+
+def apt_conf():
+    """Those settings of the system's apt configuration, as apt.conf lines."""
+    out = sh(["apt-config", "dump"]).stdout.splitlines()
+    return "\n".join(l for l in out if APT_CONF_KEYS.match(l))
+
+
 def wait_for(pred, timeout, what, interval=0.2):
     """Poll pred() until it returns a true value (returned) or fail after
     timeout seconds."""
@@ -198,10 +209,16 @@ def wait_for(pred, timeout, what, interval=0.2):
         time.sleep(interval)
 
 
+def out_path(name):
+    """Where the tests keep what they report: test/packaging/NAME, or under
+    $DMTLS_PACKAGING_OUT."""
+    return os.path.join(os.environ.get("DMTLS_PACKAGING_OUT", HERE), name)
+
+
 def report(name, text):
     """Write text to test/packaging/NAME.out (kept for the person running the
     tests: lintian's output, systemd-analyze's, image sizes) and echo it."""
-    path = os.path.join(os.environ.get("DMTLS_PACKAGING_OUT", HERE), name + ".out")
+    path = out_path(name + ".out")
     with open(path, "w") as f:
         f.write(text if text.endswith("\n") else text + "\n")
     print("==== %s (%s)\n%s" % (name, path, text))
