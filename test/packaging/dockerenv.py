@@ -110,7 +110,7 @@ def build_image(context, tag, logpath):
     """nice docker build -f docker/Dockerfile -t tag context, with the
     system's Debian mirror as APT_SOURCES and the apt settings it needs as
     APT_CONF; returns the build output."""
-    r = sh(["nice", DOCKER, "build", "--network", "bridge", "-f",
+    r = sh(["nice", DOCKER, "build", "--force-rm", "--network", "bridge", "-f",
             os.path.join(context, "docker", "Dockerfile"), "-t", tag,
             "--build-arg", "APT_SOURCES=" + debian_sources("bookworm"),
             "--build-arg", "APT_CONF=" + apt_conf(), context],
