@@ -12,6 +12,7 @@
 #include "certs.h"
 #include "cli.h"
 #include "probe.h"
+#include "healthcheck.h"
 #include "version.h"
 
 static void
@@ -34,7 +35,8 @@ usage(FILE *f)
 	    "certs --help)\n"
 	    "       dmtls probe ADDR [--ssl-ca F] [--ssl-cert F --ssl-key F] "
 	    "[--server-name NAME] [--cert-allowed-cn CN]... [--alpn LIST] "
-	    "[--mysql]\n");
+	    "[--mysql]\n"
+	    "       dmtls healthcheck [-c FILE | ADDR]\n");
 }
 
 int
@@ -54,6 +56,8 @@ main(int argc, char **argv)
 		usage(stdout);
 		return (0);
 	}
+	if (strcmp(argv[1], "healthcheck") == 0)
+		return (healthcheck_main(argc - 1, argv + 1));
 	evthread_use_pthreads();
 	wolfSSL_Init();
 	if (strcmp(argv[1], "check") == 0) {
