@@ -7,20 +7,23 @@ shows in LISTEN state in /proc/net/tcp), never from a probe connection, so
 that every connection a route logs is one the test made.
 """
 
+import http.client
 import os
 import re
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
 
-from conftest import wait_listening
+from conftest import free_port, run, wait_listening
 from tlsclient import client_context, tls_connect
 
 # The events that end a connection: each connection logs exactly one.
 FINAL_EVENTS = ("close", "denied", "handshake_failed", "conn_failed")
 RELOAD_TIMEOUT = 10  # seconds a reload may take to log its outcome
+REFUSE_TIMEOUT = 10  # seconds a refused start may take before we call it hung
 _LOGFMT = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
@@ -123,16 +126,16 @@ def routes_block(*routes):
 
 
 def conf_text(pki, routes, status_port=None, shutdown_timeout=None, extra_route_lines=None,
-              top=(), cns=("dm",)):
+              top=(), cns=("dm",), cert="dm"):
     """A whole config: log-level info, `top` lines, the top-level security
-    (CN list `cns`) and routes given as (name, port or listen address,
-    target, route cns or None)."""
+    (leaf `cert`, CN list `cns`) and routes given as (name, port or listen
+    address, target, route cns or None); extra_route_lines: {name: lines}."""
     lines = ['log-level = "info";']
     if status_port:
         lines.append('status = "127.0.0.1:%d";' % status_port)
     if shutdown_timeout:
         lines.append('shutdown-timeout = "%s";' % shutdown_timeout)
-    lines += list(top) + security_lines(pki, cns=cns)
+    lines += list(top) + security_lines(pki, cns=cns, cert=cert)
     blocks = []
     for name, listen, target, rcns in routes:
         extra = []
@@ -174,6 +177,37 @@ def line_of(text, needle, nth=1):
     raise AssertionError("%r not in:\n%s" % (needle, text))
 
 
+def loopback():
+    """A "127.0.0.1:PORT" address of a free port (see conftest.free_port)."""
+    return "127.0.0.1:%d" % free_port()
+
+
+# -- refused starts ------------------------------------------------------------
+
+def expect_usage_error(dmtls_bin, args, *words):
+    """`dmtls ARGS` must exit 2 (within REFUSE_TIMEOUT seconds) with a
+    one-line message holding every word; returns the line."""
+    try:
+        r = run([dmtls_bin, *args], timeout=REFUSE_TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError("dmtls kept running (%s): it accepted %r" % (e, args)) from None
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 2, "exit %s; stderr:\n%s" % (r.returncode, r.stderr)
+    assert len(lines) == 1, "expected a one-line message, got:\n%s" % r.stderr
+    for w in words:
+        assert w in lines[0], "%r not in %r" % (w, lines[0])
+    return lines[0]
+
+
+def expect_config_error(dmtls_bin, conf, text, needle, *words):
+    """`dmtls run -c conf` must exit 2 with one line naming conf:LINE of
+    the line of `text` holding needle, and every word; returns the line."""
+    line = expect_usage_error(dmtls_bin, ["run", "-c", conf], *words)
+    where = "%s:%d:" % (conf, line_of(text, needle))
+    assert where in line, "%r not in %r" % (where, line)
+    return line
+
+
 # -- talking through a route --------------------------------------------------------
 
 def echo_once(sock, payload):
@@ -207,6 +241,18 @@ def tls_echo(port, pki, payload=b"hello", **kw):
         return echo_once(s, payload)
     finally:
         close_tls(s)
+
+
+def http_get(port, path, method="GET", timeout=10):
+    """(status code, headers dict, body text) of one plain HTTP request to
+    127.0.0.1:port (a status listener)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path)
+        r = c.getresponse()
+        return r.status, dict(r.getheaders()), r.read().decode(errors="replace")
+    finally:
+        c.close()
 
 
 def peer_of(sock):

@@ -22,14 +22,14 @@ import shutil
 import socket
 import struct
 import subprocess
-import threading
 import time
 
 import pytest
 
+import routes
 from backends import EchoServer, _Server, _shut, wait_until
 from conftest import free_port, run, wait_listening
-from tlsclient import echo_refusal, tls_connect
+from tlsclient import tls_refused
 
 # copies of ../shared/reference/fuzz-findings/ (inputs a fuzzing pass found)
 FUZZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
@@ -198,12 +198,9 @@ class Tap(_Server):
 
 def start_route(procs, dmtls_bin, pki, kind, port, target, *extra,
                 cert="dm", name=None):
-    argv = [dmtls_bin, kind, "--listen", "127.0.0.1:%d" % port, "--target", target,
-            "--ssl-ca", pki.ca, "--ssl-cert", pki.path(cert),
-            "--ssl-key", pki.key(cert), "--cert-allowed-cn", "dm", *extra]
-    p = procs.start(argv, name=name or "dmtls-" + kind)
-    wait_listening(port, p)
-    return p
+    """routes.start_route, allowing CN dm."""
+    return routes.start_route(procs, dmtls_bin, pki, kind, port, target, *extra,
+                              cert=cert, name=name, allowed="dm")
 
 
 def http_through(port, timeout=10):
@@ -545,7 +542,7 @@ def test_alpn_malformed_list_refused_with_decode_error(dmtls_bin, pki, procs, po
             "expected a fatal decode_error alert record, got %s" % got.hex()
         m = d.wait_log(r"^.*event=(handshake_failed|denied)\b.*$")
         assert re.search(r"reason=.*ALPN", m.group(0)), m.group(0)
-        assert echo_refusal(port, pki) is None
+        assert tls_refused(port, pki) is None
         assert echo.accepted == 1
 
 
@@ -589,7 +586,7 @@ def test_alpn_malformed_crafted_lists_refused(dmtls_bin, pki, procs, port):
             got = read_records(s)
         assert got[:1] == b"\x15" and got[5:7] == b"\x02\x78", \
             "unknown protocol: expected no_application_protocol, got %s" % got[:16].hex()
-        assert echo_refusal(port, pki) is None
+        assert tls_refused(port, pki) is None
 
 
 # -- item 17: a malformed EC private key -------------------------------------
@@ -632,7 +629,7 @@ def test_malformed_ec_key_rotation_keeps_last_good_set(dmtls_bin, pki, procs, po
                 "--cert-allowed-cn", "dm"]
         d = procs.start(argv, name="dmtls")
         wait_listening(port, d)
-        assert echo_refusal(port, pki) is None
+        assert tls_refused(port, pki) is None
         mark = d.mark()
         with open(bad, "rb") as f:
             data = f.read()
@@ -641,7 +638,7 @@ def test_malformed_ec_key_rotation_keeps_last_good_set(dmtls_bin, pki, procs, po
             f.write(data)
         os.replace(tmp, key)
         for i in range(3):
-            assert echo_refusal(port, pki, payload=b"after %d" % i) is None, d.log()
+            assert tls_refused(port, pki, payload=b"after %d" % i) is None, d.log()
         m = d.wait_log(r'^.*event=cert_reload_failed\b.*$', since=mark)
         assert key in m.group(0) and "ssl-key" in m.group(0), m.group(0)
         assert d.proc.poll() is None, "dmtls exited: %s" % d.log()

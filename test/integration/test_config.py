@@ -27,17 +27,14 @@ import pymysql
 from backends import EchoServer
 from conftest import free_port, run, wait_listening
 from mysqlfake import FakeMySQLServer
-from routes import line_of, route_lines, routes_block, security_lines, start_run, write_conf
+from routes import (line_of, loopback, route_lines, routes_block, security_lines, start_run,
+                    write_conf)
 from tlsclient import tls_refused
 
 RUN_TIMEOUT = 5  # seconds a failing `dmtls run` may take before we call it hung
 
 
 # -- helpers -----------------------------------------------------------------
-
-def loopback():
-    return "127.0.0.1:%d" % free_port()
-
 
 def run_config(dmtls_bin, verb, conf):
     """`dmtls VERB -c conf`, bounded; a process that keeps running (it

@@ -15,7 +15,6 @@ probe connection.
 """
 
 import hashlib
-import http.client
 import json
 import os
 import re
@@ -29,8 +28,7 @@ import pytest
 
 from backends import DuplexServer, EchoServer, pattern_sha256, wait_until
 from conftest import free_port
-from routes import (RELOAD_TIMEOUT, conf_text, line_of, reload, replace_file,  # noqa: F401
-                    start_run)
+from routes import conf_text, http_get, line_of, reload, replace_file, start_run
 from tlsclient import client_context, tls_refused
 
 MIB = 1 << 20
@@ -48,14 +46,9 @@ def connect_refused(port):
 
 
 def status_json(status_port):
-    c = http.client.HTTPConnection("127.0.0.1", status_port, timeout=5)
-    try:
-        c.request("GET", "/status")
-        r = c.getresponse()
-        assert r.status == 200
-        return json.loads(r.read())
-    finally:
-        c.close()
+    code, _, body = http_get(status_port, "/status")
+    assert code == 200, body
+    return json.loads(body)
 
 
 class Download(threading.Thread):

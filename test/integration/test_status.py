@@ -10,7 +10,6 @@ readiness comes from the `event=ready` log line.
 """
 
 import datetime
-import http.client
 import json
 import os
 import re
@@ -21,8 +20,8 @@ import pytest
 
 from backends import EchoServer, pattern, wait_until
 from conftest import Procs, free_port
-from routes import (FINAL_EVENTS, final_line, final_lines, replace_file, start_route,  # noqa: F401
-                    start_run, tls_echo, write_conf)
+from routes import (conf_text, final_lines, http_get, replace_file, start_route, start_run,
+                    tls_echo, write_conf)
 from tlsclient import tls_connect, tls_refused
 
 ALLOWED_SIZES = (1000, 20000, 300000)  # bytes echoed by the 3 allowed connections
@@ -42,31 +41,12 @@ COMMENT = re.compile(r"^# (HELP|TYPE) (%s) (.*)$" % _NAME)
 
 def status_conf(path, pki, port, target, status_port, cert="dm", workers=None):
     """Route x on port -> target with a status listener (CN dm allowed)."""
-    lines = ['log-level = "info";', 'status = "127.0.0.1:%d";' % status_port]
-    if workers:
-        lines.append("workers = %d;" % workers)
-    lines += ["security = {",
-              '  ssl-ca = "%s";' % pki.ca,
-              '  ssl-cert = "%s";' % pki.path(cert),
-              '  ssl-key = "%s";' % pki.key(cert),
-              '  cert-allowed-cn = ["dm"];',
-              "};",
-              "routes = (",
-              '  { name = "x"; kind = "server"; listen = "127.0.0.1:%d"; target = "%s"; }'
-              % (port, target),
-              ");"]
-    return write_conf(path, lines)[0]
+    return write_conf(path, conf_text(pki, [("x", port, target, None)], status_port=status_port,
+                                      top=["workers = %d;" % workers] if workers else (),
+                                      cert=cert))[0]
 
 
-def get(status_port, path, method="GET"):
-    """(status code, headers dict, body text) of one request."""
-    c = http.client.HTTPConnection("127.0.0.1", status_port, timeout=5)
-    try:
-        c.request(method, path)
-        r = c.getresponse()
-        return r.status, dict(r.getheaders()), r.read().decode(errors="replace")
-    finally:
-        c.close()
+get = http_get
 
 
 def parse_metrics(text):

@@ -118,7 +118,3 @@ def _refusal(ctx, raw, payload, server_hostname, port):
     finally:
         s.close()
 
-
-def echo_refusal(port, pki, cert="dm", payload=b"ping", timeout=5):
-    """tls_refused() under its older name."""
-    return tls_refused(port, pki, payload=payload, timeout=timeout, cert=cert)
