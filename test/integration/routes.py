@@ -24,6 +24,7 @@ from tlsclient import client_context, tls_connect
 FINAL_EVENTS = ("close", "denied", "handshake_failed", "conn_failed")
 RELOAD_TIMEOUT = 10  # seconds a reload may take to log its outcome
 REFUSE_TIMEOUT = 10  # seconds a refused start may take before we call it hung
+READY = r'event=ready\b|"event":"ready"'  # the ready line, logfmt or JSON
 _LOGFMT = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
@@ -49,14 +50,16 @@ def route_argv(dmtls_bin, pki, kind, listen, target, *extra, cert="dm", ca=None,
 
 def start_route(procs, dmtls_bin, pki, kind, port, target, *extra, cert="dm", ca=None,
                 allowed=None, name=None, env=None, **judged):
-    """Start `dmtls KIND` on 127.0.0.1:port (see route_argv) and wait until
-    it listens and has logged event=ready.  `judged` (expect_status,
-    expect_errors) go to procs.start.  Returns the Proc."""
+    """Start `dmtls KIND` on 127.0.0.1:port, or on the listen address port
+    when it is a string (see route_argv), and wait until it listens and has
+    logged event=ready.  `judged` (expect_status, expect_errors) go to
+    procs.start.  Returns the Proc."""
     p = procs.start(route_argv(dmtls_bin, pki, kind, port, target, *extra, cert=cert,
                                ca=ca, allowed=allowed),
                     name=name or "dmtls-" + kind, env=env, **judged)
-    wait_listening(port, p)
-    p.wait_log(r"event=ready", timeout=10)
+    if isinstance(port, int):
+        wait_listening(port, p)
+    p.wait_log(READY, timeout=10)
     return p
 
 
@@ -69,7 +72,7 @@ def start_server(procs, dmtls_bin, pki, port, target, *extra, allowed="dm"):
 def start_run(procs, dmtls_bin, conf, name="dmtls-run", env=None, **judged):
     """Start `dmtls run -c conf` and wait for its event=ready line."""
     p = procs.start([dmtls_bin, "run", "-c", conf], name=name, env=env, **judged)
-    p.wait_log(r"event=ready", timeout=10)
+    p.wait_log(READY, timeout=10)
     return p
 
 

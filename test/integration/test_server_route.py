@@ -20,10 +20,10 @@ import threading
 import time
 import warnings
 
-from backends import DuplexServer, EchoServer, HalfCloseServer, pattern_chunks, pattern_sha256, wait_until
+from backends import (DuplexServer, EchoServer, HalfCloseServer, pattern_chunks,
+                      pattern_sha256, wait_until)
 from conftest import accept_queue, free_port, held_socket
-from routes import (FINAL_EVENTS, TLSStream, close_tls, echo_once, final_line,  # noqa: F401
-                    parse_logfmt, peer_of, start_server)
+from routes import TLSStream, close_tls, echo_once, final_line, peer_of, start_server
 from tlsclient import client_context, tls_connect, tls_refused
 
 MIB = 1 << 20
