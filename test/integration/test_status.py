@@ -26,7 +26,8 @@ from tlsclient import tls_connect, tls_refused
 
 ALLOWED_SIZES = (1000, 20000, 300000)  # bytes echoed by the 3 allowed connections
 DENIED = 2
-FAILED = {"no_client_cert": None, "verify": "untrusted"}  # reason: client cert
+# failed handshakes: (reason counted, client certificate)
+FAILED = [("no_client_cert", None), ("verify", "untrusted"), ("verify", "expired")]
 ENDED = len(ALLOWED_SIZES) + DENIED + len(FAILED)
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
@@ -87,10 +88,11 @@ def metrics_of(status_port):
 @pytest.fixture(scope="module")
 def traffic(dmtls_bin, pki, tmp_path_factory):
     """dmtls run (one worker) with route x and a status listener, after
-    2 denied connections (CN other), 2 failed handshakes (no client
-    certificate, a certificate of an untrusted CA) and 3 allowed ones, in
-    that order; dict with proc, port, status_port, metrics (the /metrics
-    text once all 7 have logged their end), bytes (echoed total), ended.
+    2 denied connections (CN other), 3 failed handshakes (no client
+    certificate, one from an untrusted CA, an expired one) and 3 allowed
+    ones, in that order; dict with proc, port, status_port, metrics (the
+    /metrics text once all 8 have logged their end), bytes (echoed total),
+    ended.
     With one worker, every line the earlier connections log is written
     before the last one's final line: a duplicate final line of any of them
     would be in the log by then."""
@@ -105,7 +107,7 @@ def traffic(dmtls_bin, pki, tmp_path_factory):
         for _ in range(DENIED):
             why = tls_refused(port, pki, cert="other")
             assert why is not None, "CN other was accepted; log:\n" + d.log()
-        for reason, cert in FAILED.items():
+        for reason, cert in FAILED:
             why = tls_refused(port, pki, cert=cert)
             assert why is not None, "client cert %s was accepted; log:\n%s" % (cert, d.log())
         for i, n in enumerate(ALLOWED_SIZES):
@@ -126,24 +128,24 @@ def traffic(dmtls_bin, pki, tmp_path_factory):
 
 def test_metrics_connections_allowed_and_denied(traffic):
     """dmtls_connections_total{route="x",result="allowed"} 3, denied 2 and
-    failed 2 after 3 allowed, 2 denied and 2 failed connections, each of
+    failed 3 after 3 allowed, 2 denied and 3 failed connections, each of
     which logged exactly one end-of-connection line."""
     assert traffic["ended"] == ENDED, "end-of-connection lines:\n" + "\n".join(
         final_lines(traffic["proc"]))
     m = parse_metrics(traffic["metrics"])
     assert sample(m, "dmtls_connections_total", route="x", result="allowed") == 3
     assert sample(m, "dmtls_connections_total", route="x", result="denied") == 2
-    assert sample(m, "dmtls_connections_total", route="x", result="failed") == 2
+    assert sample(m, "dmtls_connections_total", route="x", result="failed") == 3
 
 
 def test_metrics_handshake_failures_by_reason(traffic):
     """dmtls_handshake_failures_total counts the client without a
-    certificate under no_client_cert and the one from another CA under
-    verify, and nothing else; no target connect failed."""
+    certificate under no_client_cert and the two whose chains fail (another
+    CA, expired) under verify, and nothing else; no target connect failed."""
     m = parse_metrics(traffic["metrics"])
     got = {r: sample(m, "dmtls_handshake_failures_total", route="x", reason=r)
            for r in ("verify", "no_client_cert", "timeout", "other")}
-    assert got == {"verify": 1, "no_client_cert": 1, "timeout": 0, "other": 0}, got
+    assert got == {"verify": 2, "no_client_cert": 1, "timeout": 0, "other": 0}, got
     assert sample(m, "dmtls_connect_failures_total", route="x") == 0
 
 
@@ -162,7 +164,7 @@ def test_metrics_bytes_match_traffic(traffic):
 
 
 def test_metrics_duration_histogram(traffic):
-    """dmtls_connection_duration_seconds: _count equals the 7 ended
+    """dmtls_connection_duration_seconds: _count equals the 8 ended
     connections, buckets are cumulative and +Inf equals _count."""
     m = parse_metrics(traffic["metrics"])
     count = sample(m, "dmtls_connection_duration_seconds_count", route="x")
