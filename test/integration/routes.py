@@ -258,6 +258,33 @@ def http_get(port, path, method="GET", timeout=10):
         c.close()
 
 
+def closed_within(sock, limit):
+    """Read until the peer closes sock (EOF, a reset or a TLS error);
+    return the seconds it took, or None when it is still open after
+    `limit` seconds."""
+    t0 = time.monotonic()
+    sock.settimeout(0.2)
+    while time.monotonic() - t0 < limit:
+        try:
+            if not sock.recv(4096):
+                return time.monotonic() - t0
+        except socket.timeout:
+            continue
+        except (ssl.SSLError, OSError):
+            return time.monotonic() - t0
+    return None
+
+
+def connect_refused(port):
+    """True when a TCP connect to 127.0.0.1:port is refused (nothing
+    listens there)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
 def peer_of(sock):
     """The "IP:PORT" dmtls logs as peer= for a client socket."""
     host, port = sock.getsockname()[:2]

@@ -35,8 +35,9 @@ import pytest
 from backends import EchoServer, TLSServer, _Server, read_to_eof, wait_until
 from conftest import (HERE, REPO, REPORT_RX, accept_queue, free_port, held_socket, run,
                       tcp_listening)
-from routes import (TLSStream, close_tls, conf_text, echo_once, final_line, http_get,
-                    peer_of, replace_file, start_route, start_run, tls_echo, write_conf)
+from routes import (TLSStream, close_tls, closed_within, conf_text, connect_refused, echo_once,
+                    final_line, http_get, peer_of, replace_file, start_route, start_run,
+                    tls_echo, write_conf)
 from tlsclient import client_context, tls_connect, tls_refused
 
 
@@ -54,30 +55,6 @@ def wait_json(proc, event, since=0, timeout=10):
     return wait_until(lambda: next((r for r in log_json(proc, since)
                                     if r.get("event") == event), None),
                       timeout, "a JSON %s line; log:\n%s" % (event, proc.log()))
-
-
-def closed_within(sock, limit):
-    """Read until the peer closes (EOF, reset or a TLS error); return the
-    seconds it took, or None when still open after `limit` seconds."""
-    t0 = time.monotonic()
-    sock.settimeout(0.2)
-    while time.monotonic() - t0 < limit:
-        try:
-            if not sock.recv(4096):
-                return time.monotonic() - t0
-        except socket.timeout:
-            continue
-        except (ssl.SSLError, OSError):
-            return time.monotonic() - t0
-    return None
-
-
-def connect_refused(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5):
-            return False
-    except ConnectionRefusedError:
-        return True
 
 
 class QuietAfterEOF(_Server):

@@ -28,22 +28,13 @@ import pytest
 
 from backends import DuplexServer, EchoServer, pattern_sha256, wait_until
 from conftest import free_port
-from routes import conf_text, http_get, line_of, reload, replace_file, start_run
+from routes import conf_text, connect_refused, http_get, line_of, reload, replace_file, start_run
 from tlsclient import client_context, tls_refused
 
 MIB = 1 << 20
 
 
 # -- helpers -----------------------------------------------------------------
-
-def connect_refused(port):
-    """True when a TCP connect to 127.0.0.1:port is refused."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            return False
-    except ConnectionRefusedError:
-        return True
-
 
 def status_json(status_port):
     code, _, body = http_get(status_port, "/status")

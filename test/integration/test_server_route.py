@@ -23,28 +23,11 @@ import warnings
 from backends import (DuplexServer, EchoServer, HalfCloseServer, pattern_chunks,
                       pattern_sha256, wait_until)
 from conftest import accept_queue, free_port, held_socket
-from routes import TLSStream, close_tls, echo_once, final_line, peer_of, start_server
+from routes import (TLSStream, close_tls, closed_within, echo_once, final_line, peer_of,
+                    start_server)
 from tlsclient import client_context, tls_connect, tls_refused
 
 MIB = 1 << 20
-
-
-# -- helpers -----------------------------------------------------------------
-
-def closed_after(sock, limit):
-    """Read from a plain socket until the peer closes it (EOF or reset) or
-    `limit` seconds pass; return the elapsed time, or None if still open."""
-    t0 = time.monotonic()
-    sock.settimeout(0.1)
-    while time.monotonic() - t0 < limit:
-        try:
-            if not sock.recv(4096):
-                return time.monotonic() - t0
-        except socket.timeout:
-            continue
-        except OSError:  # reset also counts as "closed by dmtls"
-            return time.monotonic() - t0
-    return None
 
 
 # -- 1. full duplex ----------------------------------------------------------
@@ -377,7 +360,7 @@ def test_handshake_deadline_silent_client(dmtls_bin, pki, procs, port):
                           "--handshake-timeout", "1s")
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             peer = peer_of(s)
-            elapsed = closed_after(s, 30)
+            elapsed = closed_within(s, 30)
         assert elapsed is not None, "silent client still connected after 30 s"
         assert elapsed >= 0.9, "closed after %.2f s, before the deadline" % elapsed
         _assert_deadline(final_line(dm, peer))

@@ -15,47 +15,21 @@
 #include <cmocka.h>
 
 #include "../../policy/certset.h"
+#include "unitfiles.h"
 
-static char dir[] = "/tmp/dmtls-certset-XXXXXX";
 static char path_ca[256], path_cert[256], path_key[256];
-
-static void
-sh(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	assert_int_equal(system(cmd), 0);
-}
-
-/* A CA and a leaf NAME signed by it: NAME.pem, NAME-key.pem. */
-static void
-make_leaf(const char *name, const char *cn)
-{
-	sh("cd %s && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
-	    "-nodes -keyout %s-key.pem -subj /CN=%s -out %s.csr 2>/dev/null && "
-	    "openssl x509 -req -in %s.csr -CA ca.pem -CAkey ca-key.pem "
-	    "-CAcreateserial -days 30 -out %s.pem 2>/dev/null",
-	    dir, name, cn, name, name, name);
-}
 
 static int
 setup(void **state)
 {
 	(void)state;
-	if (mkdtemp(dir) == NULL)
+	if (uf_setup() == -1)
 		return (-1);
-	sh("cd %s && openssl req -x509 -newkey ec -pkeyopt "
-	    "ec_paramgen_curve:P-256 -nodes -keyout ca-key.pem -subj "
-	    "'/CN=unit CA' -days 30 -out ca.pem 2>/dev/null", dir);
-	make_leaf("a", "dm");
-	make_leaf("b", "dm2");
-	snprintf(path_ca, sizeof(path_ca), "%s/use-ca.pem", dir);
-	snprintf(path_cert, sizeof(path_cert), "%s/use.pem", dir);
-	snprintf(path_key, sizeof(path_key), "%s/use-key.pem", dir);
+	uf_leaf("a", "dm", 30);
+	uf_leaf("b", "dm2", 30);
+	snprintf(path_ca, sizeof(path_ca), "%s/use-ca.pem", uf_dir);
+	snprintf(path_cert, sizeof(path_cert), "%s/use.pem", uf_dir);
+	snprintf(path_key, sizeof(path_key), "%s/use-key.pem", uf_dir);
 	return (0);
 }
 
@@ -63,7 +37,7 @@ static int
 teardown(void **state)
 {
 	(void)state;
-	sh("rm -rf %s", dir);
+	uf_teardown();
 	return (0);
 }
 
@@ -90,9 +64,9 @@ verify_any(int ok, WOLFSSL_X509_STORE_CTX *st)
 static void
 use(const char *name)
 {
-	sh("cd %s && cp ca.pem t && mv t use-ca.pem && cp %s.pem t && "
+	uf_sh("cd %s && cp ca.pem t && mv t use-ca.pem && cp %s.pem t && "
 	    "mv t use.pem && cp %s-key.pem t && mv t use-key.pem",
-	    dir, name, name);
+	    uf_dir, name, name);
 }
 
 static struct certsrc *
@@ -181,23 +155,23 @@ test_broken_files_keep_last_good_set(void **state)
 	good = certsrc_acquire(src);
 
 	/* Empty key. */
-	sh(": > %s", path_key);
+	uf_sh(": > %s", path_key);
 	cs = certsrc_acquire(src);
 	assert_ptr_equal(cs, good);
 	certset_release(cs);
 	/* Key from another pair. */
-	sh("cp %s/b-key.pem %s", dir, path_key);
+	uf_sh("cp %s/b-key.pem %s", uf_dir, path_key);
 	cs = certsrc_acquire(src);
 	assert_ptr_equal(cs, good);
 	certset_release(cs);
 	/* Truncated CA bundle (half-written). */
 	use("a");
-	sh("head -c 300 %s/ca.pem > %s", dir, path_ca);
+	uf_sh("head -c 300 %s/ca.pem > %s", uf_dir, path_ca);
 	cs = certsrc_acquire(src);
 	assert_ptr_equal(cs, good);
 	certset_release(cs);
 	/* Missing file. */
-	sh("rm %s", path_cert);
+	uf_sh("rm %s", path_cert);
 	cs = certsrc_acquire(src);
 	assert_ptr_equal(cs, good);
 	certset_release(cs);
@@ -225,7 +199,7 @@ test_broken_at_start_names_file_and_reason(void **state)
 
 	(void)state;
 	use("a");
-	sh("cp %s/b-key.pem %s", dir, path_key);
+	uf_sh("cp %s/b-key.pem %s", uf_dir, path_key);
 	src = new_src(&rc, err, sizeof(err));
 	assert_null(src);
 	assert_non_null(strstr(err, "ssl-key"));
@@ -234,7 +208,7 @@ test_broken_at_start_names_file_and_reason(void **state)
 	route_conf_free(&rc);
 
 	use("a");
-	sh("head -c 300 %s/ca.pem > %s", dir, path_ca);
+	uf_sh("head -c 300 %s/ca.pem > %s", uf_dir, path_ca);
 	src = new_src(&rc, err, sizeof(err));
 	assert_null(src);
 	assert_non_null(strstr(err, "ssl-ca"));
@@ -242,7 +216,7 @@ test_broken_at_start_names_file_and_reason(void **state)
 	route_conf_free(&rc);
 
 	use("a");
-	sh("rm %s", path_cert);
+	uf_sh("rm %s", path_cert);
 	src = new_src(&rc, err, sizeof(err));
 	assert_null(src);
 	assert_non_null(strstr(err, "ssl-cert"));
@@ -292,7 +266,7 @@ test_settled_files_changed_later_are_seen(void **state)
 	assert_ptr_equal(a, b);
 	certset_release(b);
 	/* In-place rewrite (same inode) and rename-over both show. */
-	sh("cat %s/b.pem > %s && cat %s/b-key.pem > %s", dir, path_cert, dir,
+	uf_sh("cat %s/b.pem > %s && cat %s/b-key.pem > %s", uf_dir, path_cert, uf_dir,
 	    path_key);
 	b = certsrc_acquire(src);
 	assert_ptr_not_equal(a, b);
@@ -341,7 +315,7 @@ rewrite(const char *dst, const char *name)
 	ssize_t n;
 	FILE *in, *out;
 
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	snprintf(path, sizeof(path), "%s/%s", uf_dir, name);
 	assert_non_null(in = fopen(path, "rb"));
 	assert_non_null(out = fopen(dst, "r+b"));
 	assert_int_equal(ftruncate(fileno(out), 0), 0);
@@ -422,7 +396,7 @@ test_same_broken_bytes_are_not_rebuilt(void **state)
 	src = new_src(&rc, err, sizeof(err));
 	assert_non_null(src);
 	good = certsrc_acquire(src);
-	sh("cp %s/b-key.pem %s", dir, path_key);	/* another pair's key */
+	uf_sh("cp %s/b-key.pem %s", uf_dir, path_key);	/* another pair's key */
 	cs = certsrc_acquire(src);
 	assert_ptr_equal(cs, good);
 	certset_release(cs);
