@@ -6,10 +6,11 @@ versions, ALPN selection, half-close in both directions, an unreachable
 target, the absolute handshake deadline and --max-conns holding extra
 clients in the kernel backlog.
 
-Every dmtls gets its own ephemeral port.  Each connection's final log line
-is found by its peer address (the client socket's local address), so the
-probe connection that Procs.start makes while waiting for the port never
-gets in the way.
+Every dmtls gets its own port (conftest.free_port) and is ready at its
+event=ready line, with no probe connection.  Each connection's final log
+line is found by its peer address (the client socket's local address).  A
+refused peer's target is judged undialled from /proc/net/tcp once that
+final line is in, never after a sleep.
 """
 
 import hashlib
