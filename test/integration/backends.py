@@ -21,6 +21,8 @@ import ssl
 import threading
 import time
 
+from conftest import connections_to
+
 
 def pattern_chunks(nbytes, seed, chunk=1 << 20):
     """Yield the deterministic pseudo-random stream of pattern(nbytes, seed)
@@ -87,7 +89,7 @@ class _Server:
 
     backlog = 128
 
-    def __init__(self, rcvbuf=None):
+    def __init__(self, rcvbuf=None, sock=None):
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._accepted = 0
@@ -97,15 +99,21 @@ class _Server:
         self.results = []
         self.errors = []
         self._expected = []
-        self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if rcvbuf:
-            self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self._lsock.bind(("127.0.0.1", 0))
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if rcvbuf:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.bind(("127.0.0.1", 0))
+        self._lsock = sock
         self._lsock.listen(self.backlog)
         self._lsock.settimeout(0.1)
         self.port = self._lsock.getsockname()[1]
-        self.addr = "127.0.0.1:%d" % self.port
+        host = self._host = self._lsock.getsockname()[0]
+        self.addr = ("[%s]:%d" if ":" in host else "%s:%d") % (host, self.port)
+        # connections already in /proc/net/tcp with this port (the TIME_WAIT
+        # of an earlier user of the number), so that dialled() ignores them
+        self._foreign = connections_to(self.port, host)
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True,
                                                name="%s-accept" % type(self).__name__)
         self._accept_thread.start()
@@ -115,6 +123,16 @@ class _Server:
         """Number of connections accepted so far."""
         with self._lock:
             return self._accepted
+
+    def dialled(self):
+        """True when anyone ever connected to this server: it accepted a
+        connection, one waits in its backlog, or /proc/net/tcp holds a
+        socket of such a connection (in any state, TIME_WAIT included,
+        which outlives the connection by a minute).  A connection that
+        reached the kernel shows at once, so no wait is needed to see one
+        that was made before the call."""
+        host = self._host
+        return self.accepted > 0 or bool(connections_to(self.port, host) - self._foreign)
 
     def expect_error(self, *regexes):
         """Declare errors this test provokes: each regex (re.search) excuses

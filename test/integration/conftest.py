@@ -9,7 +9,10 @@ The test folder is put on sys.path, so ``from backends import EchoServer``,
 ``from pki import PKI`` and ``from tlsclient import tls_connect`` work.
 """
 
+import errno
+import fcntl
 import os
+import random
 import re
 import signal
 import socket
@@ -27,20 +30,155 @@ if HERE not in sys.path:
 from pki import PKI  # noqa: E402
 
 
+# -- ports ------------------------------------------------------------------
+
+PORT_LOCK_DIR = "/tmp/dmtls-test-ports"
+_held_ports = {}  # port -> descriptor of its lock file, held until exit
+
+
+def _port_ranges():
+    """Port ranges outside the kernel's ephemeral range (no outgoing
+    connection ever takes a local port there) and above 10000."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    ranges = [(10000, lo - 1), (hi + 1, 65535)]
+    return [(a, b) for a, b in ranges if b - a >= 1000]
+
+
+def _bindable(port):
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        try:
+            with socket.socket(family) as s:
+                s.bind((host, port))
+        except OSError as e:
+            if family == socket.AF_INET6 and e.errno == errno.EADDRNOTAVAIL:
+                continue  # no IPv6 loopback here
+            return False
+    return True
+
+
 def free_port():
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """Return a TCP port that no one else gets while this test session runs.
+
+    A port the kernel hands out (bind to port 0) can be taken again by any
+    outgoing connection or another test before dmtls binds it.  This one
+    lies outside the ephemeral range, is locked (flock on a file under
+    PORT_LOCK_DIR, held until the session ends) against every other test
+    session on the machine, is never handed out twice in a session, and
+    could be bound on 127.0.0.1 (and ::1) just now."""
+    os.makedirs(PORT_LOCK_DIR, exist_ok=True)
+    ranges = _port_ranges()
+    rng = random.SystemRandom()
+    for _ in range(2000):
+        a, b = rng.choice(ranges)
+        port = rng.randint(a, b)
+        if port in _held_ports:
+            continue
+        fd = os.open(os.path.join(PORT_LOCK_DIR, "%d.lock" % port),
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        if not _bindable(port):
+            os.close(fd)  # releases the lock
+            continue
+        _held_ports[port] = fd
+        return port
+    raise AssertionError("no free port found outside the ephemeral range")
 
 
-def tcp_listening(port):
-    """True when 127.0.0.1:port is in LISTEN state, read from /proc/net/tcp
+def held_socket(family=socket.AF_INET):
+    """A TCP socket bound to a free_port() on the loopback address but not
+    listening: a connection to it is refused until the test calls
+    listen() on it (a target that is down, then up, on a port the test
+    owns throughout).  The caller closes it (or hands it to a backend)."""
+    host = "127.0.0.1" if family == socket.AF_INET else "::1"
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, free_port()))
+    return s
+
+
+# -- socket states, read from /proc/net/tcp{,6} -------------------------------
+
+TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV",
+              "04": "FIN_WAIT1", "05": "FIN_WAIT2", "06": "TIME_WAIT",
+              "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK",
+              "0A": "LISTEN", "0B": "CLOSING"}
+
+
+def _hexaddr(text):
+    """"0100007F:1F90" -> ("127.0.0.1", 8080); IPv6 likewise."""
+    host, port = text.split(":")
+    raw = bytes.fromhex(host)
+    if len(raw) == 4:
+        ip = socket.inet_ntop(socket.AF_INET, raw[::-1])
+    else:  # four little-endian 32-bit words
+        ip = socket.inet_ntop(socket.AF_INET6, b"".join(
+            raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+    return ip, int(port, 16)
+
+
+def tcp_sockets(path=None):
+    """Every TCP socket of the machine: a list of dicts with local and
+    remote ((ip, port)), state ("LISTEN", "ESTABLISHED"...), rx_queue (for
+    a listener: connections waiting to be accepted) and inode."""
+    out = []
+    for p in ([path] if path else ["/proc/net/tcp", "/proc/net/tcp6"]):
+        try:
+            with open(p) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            w = line.split()
+            tx, rx = w[4].split(":")
+            out.append({"local": _hexaddr(w[1]), "remote": _hexaddr(w[2]),
+                        "state": TCP_STATES.get(w[3], w[3]), "rx_queue": int(rx, 16),
+                        "inode": int(w[9])})
+    return out
+
+
+def tcp_listening(port, host="127.0.0.1"):
+    """True when host:port is in LISTEN state, read from /proc/net/tcp{,6}
     so that no probe connection reaches the listener."""
-    needle = "0100007F:%04X" % port
-    with open("/proc/net/tcp") as f:
-        return any(line.split()[1] == needle and line.split()[3] == "0A"
-                   for line in f.readlines()[1:])
+    return any(s["state"] == "LISTEN" and s["local"] == (host, port)
+               for s in tcp_sockets())
+
+
+def accept_queue(port, host="127.0.0.1"):
+    """Connections that the kernel completed and that wait in the listen
+    backlog of host:port (summed over every listener there, as with
+    SO_REUSEPORT): nobody has accepted them yet."""
+    return sum(s["rx_queue"] for s in tcp_sockets()
+               if s["state"] == "LISTEN" and s["local"] == (host, port))
+
+
+def connections_to(port, host="127.0.0.1"):
+    """The non-listening TCP sockets with host:port at either end, as a set
+    of (local, remote, state): a connection leaves one (TIME_WAIT at the
+    latest) for a minute after it ends."""
+    return {(s["local"], s["remote"], s["state"]) for s in tcp_sockets()
+            if s["state"] != "LISTEN" and (host, port) in (s["local"], s["remote"])}
+
+
+def open_connections(pid):
+    """TCP sockets held by process pid that are not listeners (its open
+    connections, whatever their state)."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(int(link[8:-1]))
+    return [s for s in tcp_sockets() if s["inode"] in inodes and s["state"] != "LISTEN"]
 
 
 def wait_listening(port, proc, timeout=10):

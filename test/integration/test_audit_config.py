@@ -22,9 +22,10 @@ import pytest
 
 from backends import EchoServer
 from conftest import free_port, run
-from tlsclient import echo_refusal
-
-RUN_TIMEOUT = 5  # seconds a failing start may take before we call it hung
+from routes import (REFUSE_TIMEOUT as RUN_TIMEOUT, expect_config_error, expect_usage_error,
+                    loopback, replace_file, start_route, start_run)
+from routes import write_conf as write
+from tlsclient import tls_refused
 LONG_RULE = "d" * 256  # one byte more than dmtls compares
 
 
@@ -51,60 +52,10 @@ def conf_lines(pki, listen, target, sec=('cert-allowed-cn = ["dm"];',), route=()
              ");"])
 
 
-def write(path, lines):
-    text = "\n".join(lines) + "\n"
-    with open(path, "w") as f:
-        f.write(text)
-    return os.fspath(path), text
-
-
-def line_of(text, needle):
-    for i, line in enumerate(text.splitlines(), 1):
-        if needle in line:
-            return i
-    raise AssertionError("%r not in:\n%s" % (needle, text))
-
-
-def loopback():
-    return "127.0.0.1:%d" % free_port()
-
-
-def expect_config_error(dmtls_bin, conf, text, needle, *words):
-    """`dmtls run -c conf` exits 2 with one line naming conf:LINE of the
-    line holding needle, and every word."""
-    try:
-        r = run([dmtls_bin, "run", "-c", conf], timeout=RUN_TIMEOUT)
-    except Exception as e:
-        raise AssertionError("dmtls run kept running (%s): it accepted %r"
-                             % (e, needle))
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert r.returncode == 2, "exit %s; stderr:\n%s" % (r.returncode, r.stderr)
-    assert len(lines) == 1, r.stderr
-    where = "%s:%d:" % (conf, line_of(text, needle))
-    assert where in lines[0], "%r not in %r" % (where, lines[0])
-    for w in words:
-        assert w in lines[0], "%r not in %r" % (w, lines[0])
-    return lines[0]
-
-
 def server_args(pki, *extra):
     return ["server", "--listen", loopback(), "--target", loopback(),
             "--ssl-ca", pki.ca, "--ssl-cert", pki.path("dm"),
             "--ssl-key", pki.key("dm"), *extra]
-
-
-def expect_usage_error(dmtls_bin, args, *words):
-    """`dmtls ARGS` exits 2 with one stderr line holding every word."""
-    try:
-        r = run([dmtls_bin, *args], timeout=RUN_TIMEOUT)
-    except Exception as e:
-        raise AssertionError("dmtls kept running (%s): it accepted %r" % (e, args))
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert r.returncode == 2, "exit %s; stderr:\n%s" % (r.returncode, r.stderr)
-    assert len(lines) == 1, r.stderr
-    for w in words:
-        assert w in lines[0], "%r not in %r" % (w, lines[0])
-    return lines[0]
 
 
 # -- item 7: empty rules -------------------------------------------------------
@@ -190,17 +141,14 @@ def test_idle_timeout_zero_means_none(dmtls_bin, pki, procs, tmp_path):
     """--idle-timeout 0 and idle-timeout = 0 still start (no idle timeout)."""
     port = free_port()
     with EchoServer() as echo:
-        p = procs.start([dmtls_bin, "server", "--listen", "127.0.0.1:%d" % port,
-                         "--target", echo.addr, "--ssl-ca", pki.ca,
-                         "--ssl-cert", pki.path("dm"), "--ssl-key", pki.key("dm"),
-                         "--cert-allowed-cn", "dm", "--idle-timeout", "0"],
-                        name="cli", wait_port=port)
-        assert echo_refusal(port, pki) is None, p.log()
+        p = start_route(procs, dmtls_bin, pki, "server", port, echo.addr, "--idle-timeout",
+                        "0", allowed="dm", name="cli")
+        assert tls_refused(port, pki) is None, p.log()
         port2 = free_port()
         conf, _ = write(tmp_path / "dmtls.conf", conf_lines(
             pki, "127.0.0.1:%d" % port2, echo.addr, route=["idle-timeout = 0;"]))
-        d = procs.start([dmtls_bin, "run", "-c", conf], name="run", wait_port=port2)
-        assert echo_refusal(port2, pki) is None, d.log()
+        d = start_run(procs, dmtls_bin, conf, name="run")
+        assert tls_refused(port2, pki) is None, d.log()
 
 
 # -- item 18: durations and an empty conf.d -----------------------------------------
@@ -253,8 +201,8 @@ def test_empty_confd_is_fine(dmtls_bin, pki, procs, tmp_path):
         os.unlink(tmp_path / "conf.d" / "README")
         r = run([dmtls_bin, "check", "-c", conf], timeout=RUN_TIMEOUT)
         assert r.returncode == 0, r.stdout + r.stderr
-        d = procs.start([dmtls_bin, "run", "-c", conf], wait_port=port)
-        assert echo_refusal(port, pki) is None, d.log()
+        d = start_run(procs, dmtls_bin, conf)
+        assert tls_refused(port, pki) is None, d.log()
 
 
 # -- item 13: a failed reload keeps the log level --------------------------------------
@@ -266,18 +214,16 @@ def test_failed_reload_keeps_log_level(dmtls_bin, pki, procs, tmp_path):
     with EchoServer() as echo:
         conf, good = write(tmp_path / "dmtls.conf",
                            conf_lines(pki, "127.0.0.1:%d" % port, echo.addr))
-        d = procs.start([dmtls_bin, "run", "-c", conf], wait_port=port)
-        d.wait_log(r"event=ready")
+        d = start_run(procs, dmtls_bin, conf)
         bad = good.replace('log-level = "info";', 'log-level = "debug";')
         bad = bad.replace('kind = "server";', 'kind = "server";\n    bogus-key = 1;')
-        with open(conf + ".tmp", "w") as f:
-            f.write(bad)
-        os.replace(conf + ".tmp", conf)
+        replace_file(conf, bad)
         since = d.mark()
         d.expect_error(r"event=reload_failed .*bogus-key")
         d.kill(signal.SIGHUP)
         d.wait_log(r"event=reload_failed .*bogus-key", timeout=10, since=since)
-        assert echo_refusal(port, pki) is None, d.log()
+        d.expect_error(r"event=reload_failed msg=\".*: unknown key 'bogus-key' in a route")
+        assert tls_refused(port, pki) is None, d.log()
         # The connection's close line is logged after its state changes.
         d.wait_log(r"event=close ", timeout=5, since=since)
         tail = d.log()[since:]

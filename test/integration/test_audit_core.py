@@ -15,9 +15,8 @@ import time
 import pytest
 
 from backends import EchoServer, _Server, pattern, wait_until
-from conftest import free_port, wait_listening
-from test_reload import conf_text, reload, start_run
-from test_server_route import TLSStream, start_server
+from conftest import accept_queue, free_port, wait_listening
+from routes import TLSStream, conf_text, reload, start_run, start_server
 from tlsclient import client_context, tls_connect
 
 
@@ -75,19 +74,6 @@ def test_handshake_flight_larger_than_send_buffer(dmtls_bin, pki, procs, tmp_pat
             assert s.recv(16) == b"ping"
 
 
-def listen_backlog(port):
-    """Connections waiting in the accept queue of 127.0.0.1:port (the
-    rx_queue column of its LISTEN entry in /proc/net/tcp)."""
-    needle = "0100007F:%04X" % port
-    total = 0
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            if fields[1] == needle and fields[3] == "0A":
-                total += int(fields[4].split(":")[1], 16)
-    return total
-
-
 def test_max_conns_counts_connections_across_a_reload(dmtls_bin, pki, procs, tmp_path):
     """max-conns counts the route's open connections whatever generation
     they belong to: after a reload, two connections of the old generation
@@ -112,13 +98,13 @@ def test_max_conns_counts_connections_across_a_reload(dmtls_bin, pki, procs, tmp
         third = ctx.wrap_socket(raw, server_hostname="localhost",
                                 do_handshake_on_connect=False)
         try:
-            wait_until(lambda: listen_backlog(port) == 1, 5,
+            wait_until(lambda: accept_queue(port) == 1, 5,
                        "the third client in the accept queue")
             # It stays there: dmtls does not take it while both slots are
             # held (checked for a second; accepting takes microseconds).
             deadline = time.monotonic() + 1.0
             while time.monotonic() < deadline:
-                assert listen_backlog(port) == 1, "third client accepted over max-conns 2"
+                assert accept_queue(port) == 1, "third client accepted over max-conns 2"
                 time.sleep(0.05)
             held.pop(0).close()
             third.settimeout(10)

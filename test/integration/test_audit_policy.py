@@ -18,15 +18,15 @@ session PKI's CA (openssl cannot write a CN longer than 64 bytes).
 import datetime
 import os
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from backends import EchoServer
-from conftest import free_port, run
-from tlsclient import echo_refusal
+from conftest import free_port
+from routes import conf_text, expect_config_error, start_run, write_conf
+from tlsclient import tls_refused
 
 LONG = "d" * 255            # the longest name dmtls compares
 LONGER = LONG + "x" * 45    # 300 bytes, starting with LONG
@@ -84,38 +84,25 @@ OU = NameOID.ORGANIZATIONAL_UNIT_NAME
 
 # -- a server route with given rules ----------------------------------------------
 
-def conf_text(pki, port, target, rules):
-    """One server route whose security group holds `rules` (key -> list)."""
+def policy_conf(pki, port, target, rules):
+    """A config of one server route p whose security group holds `rules`
+    (key -> list), with no rule at the top level."""
     sec = " ".join('%s = [%s];' % (k, ", ".join('"%s"' % v for v in vs))
                    for k, vs in rules.items())
-    return "\n".join([
-        'log-level = "info";',
-        "security = {",
-        '  ssl-ca = "%s";' % pki.ca,
-        '  ssl-cert = "%s";' % pki.path("dm"),
-        '  ssl-key = "%s";' % pki.key("dm"),
-        "};",
-        "routes = (",
-        '  { name = "p"; kind = "server";',
-        '    listen = "127.0.0.1:%d"; target = "%s";' % (port, target),
-        "    security = { %s };" % sec,
-        "  }",
-        ");", ""])
+    return conf_text(pki, [("p", port, target, None)], cns=None,
+                     extra_route_lines={"p": ["security = { %s };" % sec]})
 
 
 def start_route(procs, dmtls_bin, pki, tmp_path, echo, rules):
+    """`dmtls run` of policy_conf(); returns (proc, port)."""
     port = free_port()
-    conf = os.path.join(str(tmp_path), "dmtls-%d.conf" % port)
-    with open(conf, "w") as f:
-        f.write(conf_text(pki, port, echo.addr, rules))
-    d = procs.start([dmtls_bin, "run", "-c", conf], name="dmtls-%d" % port,
-                    wait_port=port)
-    d.wait_log(r"event=ready")
-    return d, port
+    conf, _ = write_conf(os.path.join(str(tmp_path), "dmtls-%d.conf" % port),
+                         policy_conf(pki, port, echo.addr, rules))
+    return start_run(procs, dmtls_bin, conf, name="dmtls-%d" % port), port
 
 
 def assert_allowed(d, port, pki, cert):
-    why = echo_refusal(port, pki, cert=cert)
+    why = tls_refused(port, pki, cert=cert)
     assert why is None, "refused (%s); log:\n%s" % (why, d.log())
 
 
@@ -124,7 +111,7 @@ def assert_refused(d, port, pki, cert):
     wolfSSL cannot parse its certificate (5.9 refuses a SAN holding a NUL:
     event=handshake_failed); returns that final line."""
     since = d.mark()
-    why = echo_refusal(port, pki, cert=cert)
+    why = tls_refused(port, pki, cert=cert)
     assert why is not None, "accepted; log:\n%s" % d.log()
     return d.wait_log(r"^.*event=(denied|handshake_failed) .*$", since=since).group(0)
 
@@ -133,7 +120,7 @@ def assert_denied(d, port, pki, cert, reason=None):
     """The client is refused, and dmtls logs event=denied (with `reason`, a
     regex, in its reason= field); returns the denied line."""
     since = d.mark()
-    why = echo_refusal(port, pki, cert=cert)
+    why = tls_refused(port, pki, cert=cert)
     assert why is not None, "accepted; log:\n%s" % d.log()
     m = d.wait_log(r"^.*event=denied .*$", since=since)
     if reason is not None:
@@ -174,18 +161,9 @@ def test_rule_longer_than_kept_names_is_config_error(dmtls_bin, pki, tmp_path):
     never match (DESIGN 4: a longer name does not match), so a 300-byte rule,
     even one equal to a peer's 300-byte CN, is a config error naming the key
     and the limit (it used to be accepted and silently never matched)."""
-    conf = os.path.join(str(tmp_path), "dmtls.conf")
-    text = conf_text(pki, free_port(), "127.0.0.1:%d" % free_port(),
-                     {"cert-allowed-cn": [LONGER]})
-    with open(conf, "w") as f:
-        f.write(text)
-    try:
-        r = run([dmtls_bin, "run", "-c", conf], timeout=5)
-    except Exception as e:
-        raise AssertionError("dmtls run accepted a 300-byte rule (%s)" % e)
-    assert r.returncode == 2, r.stderr
-    assert "%s:10:" % conf in r.stderr and "cert-allowed-cn" in r.stderr, r.stderr
-    assert "255" in r.stderr, r.stderr
+    conf, text = write_conf(os.path.join(str(tmp_path), "dmtls.conf"), policy_conf(
+        pki, free_port(), "127.0.0.1:%d" % free_port(), {"cert-allowed-cn": [LONGER]}))
+    expect_config_error(dmtls_bin, conf, text, "cert-allowed-cn", "cert-allowed-cn", "255")
 
 
 def test_every_ou_matches(dmtls_bin, pki, procs, tmp_path):
@@ -221,14 +199,10 @@ def test_empty_or_nul_dns_san_never_matches(dmtls_bin, pki, procs, tmp_path):
         line = assert_refused(d, port, pki, nul)
 
         port = free_port()
-        conf = os.path.join(str(tmp_path), "empty-rule.conf")
-        with open(conf, "w") as f:
-            f.write(conf_text(pki, port, echo.addr, {"cert-allowed-dns": [""]}))
-        # "" is no rule: the config is refused, so no SAN can match it.
-        d = procs.start([dmtls_bin, "run", "-c", conf], name="empty-rule",
-                        expect_status=2)
-        rc = d.wait(timeout=10)
-        assert rc == 2 and "cert-allowed-dns" in d.log(), d.log()
+        conf, text = write_conf(os.path.join(str(tmp_path), "empty-rule.conf"),
+                                policy_conf(pki, port, echo.addr, {"cert-allowed-dns": [""]}))
+        expect_config_error(dmtls_bin, conf, text, "cert-allowed-dns", "cert-allowed-dns",
+                            "an empty string is not a rule")
     # A denial's log line shows the NUL (it showed an empty name).
     if "event=denied" in line:
         assert 'sans="DNS:w1.dm\\\\0.evil"' in line, line

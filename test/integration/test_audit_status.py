@@ -315,11 +315,12 @@ def test_status_connection_cap(status):
 
 def test_status_idle_closed_after_10s(status):
     """A status connection that sends nothing, and one that sends a byte of
-    its request head every second, are both closed about 10 s after they
-    connected."""
+    its request head every second, are both closed 10 s after they
+    connected (not earlier; and well before the trickled head, 130 s long,
+    would be complete)."""
     port = status["port"]
-    idle = socket.create_connection(("127.0.0.1", port), timeout=20)
-    slow = socket.create_connection(("127.0.0.1", port), timeout=20)
+    idle = socket.create_connection(("127.0.0.1", port), timeout=60)
+    slow = socket.create_connection(("127.0.0.1", port), timeout=60)
     t0 = time.monotonic()
     ended = {}
 
@@ -338,7 +339,7 @@ def test_status_idle_closed_after_10s(status):
                 continue
             except ConnectionResetError:
                 data = b""
-            if not data or time.monotonic() - t0 > 20:
+            if not data or time.monotonic() - t0 > 45:
                 ended[name] = (time.monotonic() - t0, data)
                 return
             ended.setdefault(name + "_data", data)
@@ -348,14 +349,14 @@ def test_status_idle_closed_after_10s(status):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(25)
+        t.join(50)
     idle.close()
     slow.close()
     print("closed after: %r" % ended)
     for name in ("idle", "slow"):
-        assert name in ended, "%s connection still open after 25s" % name
+        assert name in ended, "%s connection still open after 50s" % name
         when = ended[name][0]
-        assert IDLE_SECONDS - 1 <= when <= IDLE_SECONDS + 5, (
+        assert IDLE_SECONDS - 1 <= when <= IDLE_SECONDS + 20, (
             "%s connection closed after %.1fs" % (name, when))
     healthz_ok(port)
 

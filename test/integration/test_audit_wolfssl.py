@@ -22,14 +22,14 @@ import shutil
 import socket
 import struct
 import subprocess
-import threading
 import time
 
 import pytest
 
+import routes
 from backends import EchoServer, _Server, _shut, wait_until
-from conftest import free_port, run, wait_listening
-from tlsclient import echo_refusal, tls_connect
+from conftest import free_port, run, tcp_sockets, wait_listening
+from tlsclient import tls_refused
 
 # copies of ../shared/reference/fuzz-findings/ (inputs a fuzzing pass found)
 FUZZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
@@ -198,12 +198,9 @@ class Tap(_Server):
 
 def start_route(procs, dmtls_bin, pki, kind, port, target, *extra,
                 cert="dm", name=None):
-    argv = [dmtls_bin, kind, "--listen", "127.0.0.1:%d" % port, "--target", target,
-            "--ssl-ca", pki.ca, "--ssl-cert", pki.path(cert),
-            "--ssl-key", pki.key(cert), "--cert-allowed-cn", "dm", *extra]
-    p = procs.start(argv, name=name or "dmtls-" + kind)
-    wait_listening(port, p)
-    return p
+    """routes.start_route, allowing CN dm."""
+    return routes.start_route(procs, dmtls_bin, pki, kind, port, target, *extra,
+                              cert=cert, name=name, allowed="dm")
 
 
 def http_through(port, timeout=10):
@@ -493,18 +490,24 @@ def test_kex_go_peers_no_hrr(dmtls_bin, pki, procs, port, go_peer):
 def test_half_record_header_does_not_spin(dmtls_bin, pki, procs, port):
     """Four clients that each send the 5-byte record header 16 03 01 40 00
     and stop cost under 0.1 s of dmtls CPU per second while they wait, and
-    are closed at the handshake deadline."""
+    are closed at the handshake deadline (its reason, by dmtls's clock)."""
     timeout, window = 6.0, 3.0
     with EchoServer() as echo:
         d = start_route(procs, dmtls_bin, pki, "server", port, echo.addr,
                         "--handshake-timeout", "%ds" % timeout)
         socks = [socket.create_connection(("127.0.0.1", port), timeout=5)
                  for _ in range(4)]
+        peers = [routes.peer_of(s) for s in socks]
         try:
             t0 = time.monotonic()
             for s in socks:
                 s.sendall(bytes.fromhex("1603014000"))
-            time.sleep(0.3)     # let every header reach dmtls
+            # dmtls has read every header: its sockets' receive queues drained
+            mine = {s.getsockname() for s in socks}
+            wait_until(lambda: all(
+                c["rx_queue"] == 0 for c in tcp_sockets()
+                if c["remote"] in mine and c["local"][1] == port), 10,
+                "dmtls to read the four headers")
             c0, w0 = cpu_seconds(d.pid), time.monotonic()
             time.sleep(window)
             c1, w1 = cpu_seconds(d.pid), time.monotonic()
@@ -512,7 +515,7 @@ def test_half_record_header_does_not_spin(dmtls_bin, pki, procs, port):
             assert rate < 0.1, "dmtls used %.2f s of CPU per second with four " \
                                "half records pending" % rate
             for s in socks:
-                s.settimeout(timeout + 5 - (time.monotonic() - t0))
+                s.settimeout(60)
                 try:
                     assert s.recv(100) == b"", "data before the deadline"
                 except ConnectionResetError:
@@ -521,10 +524,13 @@ def test_half_record_header_does_not_spin(dmtls_bin, pki, procs, port):
         finally:
             for s in socks:
                 s.close()
-    assert timeout - 0.5 <= elapsed <= timeout + 3, "closed after %.2f s" % elapsed
-    wait_until(lambda: len(re.findall(r"event=handshake_failed", d.log())) >= 4, 5,
-               "four handshake_failed lines")
-    assert echo.accepted == 0
+        assert elapsed >= timeout - 0.5, "closed after %.2f s" % elapsed
+        # the deadline, by dmtls's own clock, closed each of them
+        for peer in peers:
+            rec = routes.final_line(d, peer)
+            assert rec.get("reason") == "handshake timeout after %dms" % (timeout * 1000), \
+                rec["_line"]
+        assert not echo.dialled()
 
 
 # -- item 16: a malformed ALPN list is refused before wolfSSL ----------------
@@ -545,7 +551,7 @@ def test_alpn_malformed_list_refused_with_decode_error(dmtls_bin, pki, procs, po
             "expected a fatal decode_error alert record, got %s" % got.hex()
         m = d.wait_log(r"^.*event=(handshake_failed|denied)\b.*$")
         assert re.search(r"reason=.*ALPN", m.group(0)), m.group(0)
-        assert echo_refusal(port, pki) is None
+        assert tls_refused(port, pki) is None
         assert echo.accepted == 1
 
 
@@ -589,7 +595,7 @@ def test_alpn_malformed_crafted_lists_refused(dmtls_bin, pki, procs, port):
             got = read_records(s)
         assert got[:1] == b"\x15" and got[5:7] == b"\x02\x78", \
             "unknown protocol: expected no_application_protocol, got %s" % got[:16].hex()
-        assert echo_refusal(port, pki) is None
+        assert tls_refused(port, pki) is None
 
 
 # -- item 17: a malformed EC private key -------------------------------------
@@ -632,7 +638,7 @@ def test_malformed_ec_key_rotation_keeps_last_good_set(dmtls_bin, pki, procs, po
                 "--cert-allowed-cn", "dm"]
         d = procs.start(argv, name="dmtls")
         wait_listening(port, d)
-        assert echo_refusal(port, pki) is None
+        assert tls_refused(port, pki) is None
         mark = d.mark()
         with open(bad, "rb") as f:
             data = f.read()
@@ -641,7 +647,7 @@ def test_malformed_ec_key_rotation_keeps_last_good_set(dmtls_bin, pki, procs, po
             f.write(data)
         os.replace(tmp, key)
         for i in range(3):
-            assert echo_refusal(port, pki, payload=b"after %d" % i) is None, d.log()
+            assert tls_refused(port, pki, payload=b"after %d" % i) is None, d.log()
         m = d.wait_log(r'^.*event=cert_reload_failed\b.*$', since=mark)
         assert key in m.group(0) and "ssl-key" in m.group(0), m.group(0)
         assert d.proc.poll() is None, "dmtls exited: %s" % d.log()

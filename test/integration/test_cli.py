@@ -10,12 +10,10 @@ import socket
 
 import pytest
 
+import routes
 from backends import EchoServer
-from conftest import free_port, run
-from tlsclient import tls_connect
-
-START_TIMEOUT = 5  # seconds a failing start-up may take before we call it hung
-
+from conftest import free_port, run, wait_listening
+from tlsclient import tls_refused
 
 def route_args(pki, port=None, ca=None, cert=None, key=None, listen=True):
     """Flags of a valid server route, with overrides."""
@@ -31,15 +29,9 @@ def route_args(pki, port=None, ca=None, cert=None, key=None, listen=True):
 
 
 def expect_usage_error(dmtls_bin, args, *needles):
-    """Run `dmtls server ARGS`: it must exit 2 within START_TIMEOUT seconds
-    with a single stderr line containing every needle."""
-    r = run([dmtls_bin, "server", *args], timeout=START_TIMEOUT)
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert r.returncode == 2, "exit %s; stderr:\n%s" % (r.returncode, r.stderr)
-    assert len(lines) == 1, "expected a one-line message, got:\n%s" % r.stderr
-    for n in needles:
-        assert n in lines[0], "%r not in %r" % (n, lines[0])
-    return lines[0]
+    """`dmtls server ARGS` must exit 2 quickly with one line holding every
+    needle (routes.expect_usage_error)."""
+    return routes.expect_usage_error(dmtls_bin, ["server", *args], *needles)
 
 
 def truncated_ca(pki, tmp_path):
@@ -130,18 +122,11 @@ def test_single_dash_long_options(dmtls_bin, pki, procs, port):
                 "-target", echo.addr, "-ssl-ca", pki.ca, "-ssl-cert", pki.path("dm"),
                 "-ssl-key", pki.key("dm"), "-cert-allowed-cn", "dm",
                 "-handshake-timeout", "5s"]
-        d = procs.start(argv, name="dmtls-single-dash", wait_port=port)
-        with tls_connect(port, pki) as s:
-            s.sendall(b"single dash")
-            got = b""
-            while len(got) < len(b"single dash"):
-                data = s.recv(64)
-                if not data:
-                    break
-                got += data
-        assert got == b"single dash", d.log()
-        m = d.wait_log(r"^.*event=close route=\S+ .*cn=dm\b.*$")
-        assert m
+        d = procs.start(argv, name="dmtls-single-dash")
+        wait_listening(port, d)
+        assert routes.tls_echo(port, pki, b"single dash") == b"single dash", d.log()
+        d.wait_log(r"^.*event=close route=server .*cn=dm\b.*$")
+        assert tls_refused(port, pki, cert="other") is not None
 
 
 # -- dmtls check -------------------------------------------------------------

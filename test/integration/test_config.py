@@ -22,71 +22,19 @@ import subprocess
 
 import pytest
 
+import pymysql
+
 from backends import EchoServer
-from conftest import free_port, run
-from tlsclient import echo_refusal
+from conftest import free_port, run, wait_listening
+from mysqlfake import FakeMySQLServer
+from routes import (line_of, loopback, route_lines, routes_block, security_lines, start_run,
+                    write_conf)
+from tlsclient import tls_refused
 
 RUN_TIMEOUT = 5  # seconds a failing `dmtls run` may take before we call it hung
 
 
 # -- helpers -----------------------------------------------------------------
-
-def security_lines(pki, cns=("dm",), extra=()):
-    """The top-level security group as a list of lines."""
-    lines = ["security = {",
-             '  ssl-ca = "%s";' % pki.ca,
-             '  ssl-cert = "%s";' % pki.path("dm"),
-             '  ssl-key = "%s";' % pki.key("dm")]
-    if cns is not None:
-        lines.append("  cert-allowed-cn = [%s];" % ", ".join('"%s"' % c for c in cns))
-    lines += ["  " + e for e in extra]
-    lines.append("};")
-    return lines
-
-
-def route_lines(name, listen, target, extra=()):
-    """One route group, one setting per line (no trailing comma)."""
-    return (['  { name = "%s";' % name,
-             '    kind = "server";',
-             '    listen = "%s";' % listen,
-             '    target = "%s";' % target]
-            + ["    " + e for e in extra] + ["  }"])
-
-
-def routes_block(*routes):
-    """routes = ( ... ); from lists of lines made by route_lines()."""
-    out = ["routes = ("]
-    for i, r in enumerate(routes):
-        r = list(r)
-        if i + 1 < len(routes):
-            r[-1] += ","
-        out += r
-    out.append(");")
-    return out
-
-
-def write_conf(path, lines):
-    """Write the lines to path; return (path, text)."""
-    text = "\n".join(lines) + "\n"
-    with open(path, "w") as f:
-        f.write(text)
-    return os.fspath(path), text
-
-
-def line_of(text, needle, nth=1):
-    """1-based number of the nth line of text containing needle."""
-    seen = 0
-    for i, line in enumerate(text.splitlines(), 1):
-        if needle in line:
-            seen += 1
-            if seen == nth:
-                return i
-    raise AssertionError("%r not in the config:\n%s" % (needle, text))
-
-
-def loopback():
-    return "127.0.0.1:%d" % free_port()
-
 
 def run_config(dmtls_bin, verb, conf):
     """`dmtls VERB -c conf`, bounded; a process that keeps running (it
@@ -96,15 +44,6 @@ def run_config(dmtls_bin, verb, conf):
     except subprocess.TimeoutExpired as e:  # the child was killed
         raise AssertionError("`dmtls %s -c %s` did not exit within %ss (%s); it "
                              "accepted the broken file" % (verb, conf, RUN_TIMEOUT, e))
-
-
-def start_run(procs, dmtls_bin, conf, name="dmtls-run"):
-    """Start `dmtls run -c conf` and wait for its event=ready line."""
-    p = procs.start([dmtls_bin, "run", "-c", conf], name=name)
-    p.wait_log(r"event=ready", timeout=10)
-    return p
-
-
 
 
 # -- the broken files --------------------------------------------------------
@@ -130,31 +69,32 @@ def _broken(case, pki, tmp_path):
                                                "'cert-allowed-cn'"]
     elif case == "wrong_type_workers":
         top.append('workers = "two";')
-        marker, needles = 'workers = "two"', ["workers"]
+        marker, needles = 'workers = "two"', ["workers must be a whole number"]
     elif case == "wrong_type_cert_allowed_cn":
         sec_cns, sec_extra = None, ["cert-allowed-cn = 5;"]
-        marker, needles = "cert-allowed-cn = 5", ["cert-allowed-cn"]
+        marker, needles = "cert-allowed-cn = 5", ["cert-allowed-cn must be a list of strings"]
     elif case == "out_of_range_workers":
         top.append("workers = 1000;")
-        marker, needles = "workers = 1000", ["workers", "1000"]
+        marker, needles = "workers = 1000", ["workers = 1000 is out of range 0..256"]
     elif case == "out_of_range_max_conns":
         r1_extra = ["max-conns = -1;"]
-        marker, needles = "max-conns = -1", ["max-conns", "-1"]
+        marker, needles = "max-conns = -1", ["max-conns = -1 is out of range 0..1000000"]
     elif case == "duplicate_route_name":
         second = route_lines("x", loopback(), target)
-        marker, needles = ('name = "x"', 2), ["duplicate", "x"]
+        marker, needles = ('name = "x"', 2), ["duplicate route name 'x' (also at "]
     elif case == "duplicate_listen":
         second = route_lines("y", listen1, target)
-        marker, needles = 'name = "y"', [listen1]
+        marker, needles = 'name = "y"', ["route y listens on %s, as route x does" % listen1]
     elif case == "missing_cert_file":
         missing = os.path.join(str(tmp_path), "no-such-cert.pem")
         second = route_lines("y", loopback(), target,
                              ['security = { ssl-cert = "%s"; };' % missing])
-        marker, needles = 'name = "y"', [missing]
+        marker, needles = 'name = "y"', ["route y: ssl-cert %s cannot be read" % missing]
     elif case == "key_cert_mismatch":
         second = route_lines("y", loopback(), target,
                              ['security = { ssl-key = "%s"; };' % pki.key("other")])
-        marker, needles = 'name = "y"', [pki.key("other")]
+        marker, needles = 'name = "y"', ["route y: ssl-key %s does not match ssl-cert"
+                                         % pki.key("other")]
     else:
         raise ValueError(case)
 
@@ -250,7 +190,7 @@ def test_confd_routes_all_serve(dmtls_bin, pki, procs, tmp_path):
                                                   echo.addr))})
         d = start_run(procs, dmtls_bin, conf)
         for name, port in ports.items():
-            why = echo_refusal(port, pki)
+            why = tls_refused(port, pki)
             assert why is None, "route %s (port %d): %s\nlog:\n%s" % (
                 name, port, why, d.log())
         assert echo.accepted == 3
@@ -302,10 +242,10 @@ def test_confd_route_inherits_main_security(dmtls_bin, pki, procs, tmp_path):
         _confd(tmp_path, {"10-a.conf": routes_block(
             route_lines("a", "127.0.0.1:%d" % port, echo.addr))})
         d = start_run(procs, dmtls_bin, conf)
-        why = echo_refusal(port, pki, cert="dm")
+        why = tls_refused(port, pki, cert="dm")
         assert why is None, "CN dm refused on the conf.d route: %s\nlog:\n%s" % (
             why, d.log())
-        why = echo_refusal(port, pki, cert="other")
+        why = tls_refused(port, pki, cert="other")
         assert why is not None, "CN other served on the conf.d route\nlog:\n" + d.log()
         d.wait_log(r"event=denied route=a\b.*cn=other")
 
@@ -322,9 +262,9 @@ def test_route_security_overrides_top_level_key_by_key(dmtls_bin, pki, procs, tm
                                  route_lines("ovr", "127.0.0.1:%d" % port, echo.addr,
                                              ['security = { cert-allowed-cn = ["other"]; };'])))
         d = start_run(procs, dmtls_bin, conf)
-        why = echo_refusal(port, pki, cert="other")
+        why = tls_refused(port, pki, cert="other")
         assert why is None, "CN other refused: %s\nlog:\n%s" % (why, d.log())
-        why = echo_refusal(port, pki, cert="dm")
+        why = tls_refused(port, pki, cert="dm")
         assert why is not None, "CN dm served despite the override\nlog:\n" + d.log()
         d.wait_log(r"event=denied route=ovr\b.*cn=dm\b")
         # the certificate the route presents is the top-level ssl-cert
@@ -347,21 +287,54 @@ def test_alpn_on_mysql_route_refused(dmtls_bin, pki, tmp_path):
         ");"])
     r = run_config(dmtls_bin, "run", conf)
     assert r.returncode == 2, r.stderr
-    assert "%s:%d:" % (conf, line_of(text, "alpn")) in r.stderr, r.stderr
-    assert "mysql" in r.stderr
+    assert "%s:%d: alpn is not used on mysql routes; remove it" % (
+        conf, line_of(text, "alpn")) in r.stderr, r.stderr
 
 
-def test_empty_ssl_cert_clears_inherited_one(dmtls_bin, pki, tmp_path):
-    """ssl-cert = ""; ssl-key = ""; in a route drops the top-level client
-    certificate (a mysql route toward a server that wants none); the route
-    then presents no certificate, which `check` shows as no cert= field."""
-    conf, text = write_conf(tmp_path / "dmtls.conf", security_lines(pki) + [
-        "routes = (",
-        '  { name = "db"; kind = "mysql"; listen = "%s";' % loopback(),
-        '    target = "127.0.0.1:3306";',
-        '    security = { ssl-cert = ""; ssl-key = ""; }; }',
-        ");"])
-    r = run_config(dmtls_bin, "check", conf)
-    assert r.returncode == 0, r.stdout + r.stderr
-    line = [l for l in r.stdout.splitlines() if l.startswith("db:")][0]
-    assert "cert=" not in line, line
+def _login(port, user):
+    """Log in through the mysql route at port (password pw), run a query."""
+    conn = pymysql.connect(host="127.0.0.1", port=port, user=user, password="pw",
+                           connect_timeout=10, read_timeout=10, write_timeout=10)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchall() == (("%s|SELECT 1" % user,),)
+    finally:
+        conn.close()
+
+
+def test_empty_ssl_cert_clears_inherited_one(dmtls_bin, pki, procs, tmp_path):
+    """`ssl-cert = ""; ssl-key = "";` in a mysql route's security group
+    drops the top-level client certificate (a database whose CA does not
+    trust it would refuse the handshake): on the wire that route presents
+    no certificate to the database while a sibling route without them
+    presents CN=dm; `check` shows no cert= field for it.  A server route
+    cannot do without one: the same lines there are an error at its line."""
+    drop = ['security = { ssl-cert = ""; ssl-key = ""; };']
+    with FakeMySQLServer(pki.path("dm"), pki.key("dm"), ca=pki.ca,
+                         users={"bare": b"pw", "inherits": b"pw"}) as db:
+        ports = {"bare": free_port(), "inherits": free_port()}
+        conf, text = write_conf(tmp_path / "dmtls.conf", security_lines(pki) + routes_block(
+            route_lines("bare", ports["bare"], db.addr, drop, kind="mysql"),
+            route_lines("inherits", ports["inherits"], db.addr, kind="mysql")))
+        r = run_config(dmtls_bin, "check", conf)
+        assert r.returncode == 0, r.stdout + r.stderr
+        lines = {l.split(":")[0]: l for l in r.stdout.splitlines() if not l.startswith("warn")}
+        assert "cert=" not in lines["bare"], lines["bare"]
+        assert 'cert="CN=dm"' in lines["inherits"], lines["inherits"]
+
+        d = procs.start([dmtls_bin, "run", "-c", conf], name="dmtls-run")
+        for p in ports.values():
+            wait_listening(p, d)
+        for user, p in ports.items():  # the user names the route it took
+            _login(p, user)
+        res = db.wait_results(2)
+        cns = {r["login"]["user"]: (r["tls"], r["client_cn"]) for r in res}
+        assert cns == {"bare": ("TLSv1.3", None), "inherits": ("TLSv1.3", "dm")}, res
+
+    conf, text = write_conf(tmp_path / "server.conf", security_lines(pki) + routes_block(
+        route_lines("srv", loopback(), loopback(), drop)))
+    r = run_config(dmtls_bin, "run", conf)
+    assert r.returncode == 2, r.stderr
+    assert "%s:%d: route srv needs ssl-cert and ssl-key" % (
+        conf, line_of(text, 'name = "srv"')) in r.stderr, r.stderr

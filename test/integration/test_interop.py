@@ -14,8 +14,9 @@ import subprocess
 import threading
 import time
 
-from backends import EchoServer, SinkServer, wait_until
-from conftest import free_port, run, wait_listening
+from backends import EchoServer, SinkServer
+from conftest import free_port, run
+from routes import start_route
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # SETTINGS frame: length 12, type 0x4, flags 0, stream 0;
@@ -23,19 +24,6 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 H2_SETTINGS = (b"\x00\x00\x0c\x04\x00\x00\x00\x00\x00"
                b"\x00\x03\x00\x00\x00\x64"
                b"\x00\x04\x00\x00\xff\xff")
-
-
-
-
-def start_route(procs, dmtls_bin, pki, kind, port, target, *extra, name=None):
-    """Start one dmtls route using the dm leaf and the test CA; wait until it
-    listens."""
-    argv = [dmtls_bin, kind, "--listen", "127.0.0.1:%d" % port, "--target", target,
-            "--ssl-ca", pki.ca, "--ssl-cert", pki.path("dm"), "--ssl-key", pki.key("dm"),
-            *extra]
-    p = procs.start(argv, name=name or "dmtls-" + kind)
-    wait_listening(port, p)
-    return p
 
 
 def test_pair_carries_h2_preface_and_negotiates_h2(dmtls_bin, pki, procs):

@@ -12,33 +12,13 @@ import re
 import shutil
 import socket
 import ssl
-import time
 
 from backends import EchoServer, TLSServer, wait_until
-from conftest import wait_listening
+from routes import echo_once, final_lines, replace_file, start_route
 from tlsclient import tls_connect, tls_refused
 
 
 # -- helpers -----------------------------------------------------------------
-
-
-
-def start_route(procs, dmtls_bin, kind, port, target, ca, cert, key, *extra):
-    """Start `dmtls KIND` with one route and wait until it listens."""
-    argv = [dmtls_bin, kind, "--listen", "127.0.0.1:%d" % port, "--target", target,
-            "--ssl-ca", ca, "--ssl-cert", cert, "--ssl-key", key, *extra]
-    p = procs.start(argv, name="dmtls-" + kind)
-    wait_listening(port, p)
-    return p
-
-
-def replace_file(dst, data):
-    """Atomically replace dst with `data` (bytes): temp file + os.replace."""
-    tmp = "%s.tmp-%d" % (dst, os.getpid())
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, dst)
-
 
 def read(path):
     with open(path, "rb") as f:
@@ -60,17 +40,10 @@ def copy_set(tmp_path, ca, cert, key):
     return out
 
 
-def echo_roundtrip(sock, payload):
-    """Send payload and read back exactly len(payload) bytes (bounded by the
-    socket timeout)."""
-    sock.sendall(payload)
-    got = b""
-    while len(got) < len(payload):
-        data = sock.recv(65536)
-        if not data:
-            break
-        got += data
-    return got
+def rotating(procs, dmtls_bin, pki, kind, port, target, ca, cert, key, *extra):
+    """A route whose three files are the copies the test rotates."""
+    return start_route(procs, dmtls_bin, pki, kind, port, target, *extra, ca=ca,
+                       cert=(cert, key))
 
 
 def count(proc, regex, since=0):
@@ -86,12 +59,12 @@ def test_server_cert_rotation_next_connection(dmtls_bin, pki, procs, tmp_path, p
     ca, cert, key = copy_set(tmp_path, pki.ca, pki.path("dm"), pki.key("dm"))
     new_cert, new_key = pki.leaf("rot-srv-new", "rotated-server")
     with EchoServer() as echo:
-        d = start_route(procs, dmtls_bin, "server", port, echo.addr, ca, cert, key,
+        d = rotating(procs, dmtls_bin, pki, "server", port, echo.addr, ca, cert, key,
                         "--cert-allowed-cn", "dm")
         old = tls_connect(port, pki)
         try:
             assert old.getpeercert(binary_form=True) == der(pki.path("dm"))
-            assert echo_roundtrip(old, b"before swap") == b"before swap"
+            assert echo_once(old, b"before swap") == b"before swap"
 
             mark = d.mark()
             replace_file(key, read(new_key))
@@ -101,12 +74,12 @@ def test_server_cert_rotation_next_connection(dmtls_bin, pki, procs, tmp_path, p
             try:
                 assert new.getpeercert(binary_form=True) == der(new_cert), \
                     "first connection after the swap still got the old certificate"
-                assert echo_roundtrip(new, b"new connection") == b"new connection"
+                assert echo_once(new, b"new connection") == b"new connection"
             finally:
                 new.close()
 
             # the connection opened before the swap is untouched
-            assert echo_roundtrip(old, b"after swap") == b"after swap"
+            assert echo_once(old, b"after swap") == b"after swap"
         finally:
             old.close()
         d.wait_log(r"event=cert_reloaded", since=mark)
@@ -119,7 +92,7 @@ def test_ca_rotation_next_connection(dmtls_bin, pki, procs, tmp_path, port):
     new_root = pki.new_ca("rot-ca-root", cn="dmtls rotated root")
     new_client = pki.leaf("rot-ca-client", "dm", ca="rot-ca-root")
     with EchoServer() as echo:
-        d = start_route(procs, dmtls_bin, "server", port, echo.addr, ca, cert, key,
+        d = rotating(procs, dmtls_bin, pki, "server", port, echo.addr, ca, cert, key,
                         "--cert-allowed-cn", "dm")
         assert tls_refused(port, pki, cert="dm") is None
         assert tls_refused(port, pki, cert=new_client) is not None
@@ -145,7 +118,7 @@ def test_broken_files_keep_last_good_set(dmtls_bin, pki, procs, tmp_path, port):
     replace_file(ca, bundle)
     good_der = der(pki.path("dm"))
     with EchoServer() as echo:
-        d = start_route(procs, dmtls_bin, "server", port, echo.addr, ca, cert, key,
+        d = rotating(procs, dmtls_bin, pki, "server", port, echo.addr, ca, cert, key,
                         "--cert-allowed-cn", "dm")
 
         def served_by_last_good_set(n=3):
@@ -154,7 +127,7 @@ def test_broken_files_keep_last_good_set(dmtls_bin, pki, procs, tmp_path, port):
                 try:
                     assert s.getpeercert(binary_form=True) == good_der
                     msg = b"ping %d" % i
-                    assert echo_roundtrip(s, msg) == msg
+                    assert echo_once(s, msg) == msg
                 finally:
                     s.close()
 
@@ -175,7 +148,10 @@ def test_broken_files_keep_last_good_set(dmtls_bin, pki, procs, tmp_path, port):
             line = r'^.*event=cert_reload_failed\b.*file="?%s\b.*$' % re.escape(bad_file)
             m = d.wait_log(line, since=mark)
             assert "key=%s" % flag in m.group(0), "%s: %s" % (what, m.group(0))
-            time.sleep(0.2)  # let any duplicate line reach the log
+            # each connection rereads before its handshake, so its own
+            # cert_reload_failed line comes before its final line
+            wait_until(lambda: len(final_lines(d, since=mark)) >= 3, 10,
+                       "%s: the 3 connections' final lines" % what)
             n = count(d, r"event=cert_reload_failed\b", since=mark)
             assert n == 1, "%s: %d cert_reload_failed lines for one bad state " \
                            "(3 connections):\n%s" % (what, n, d.log()[mark:])
@@ -189,7 +165,7 @@ def test_broken_files_keep_last_good_set(dmtls_bin, pki, procs, tmp_path, port):
         try:
             assert s.getpeercert(binary_form=True) == der(new_cert), \
                 "fixed files not used:\n" + d.log()[mark:]
-            assert echo_roundtrip(s, b"fixed") == b"fixed"
+            assert echo_once(s, b"fixed") == b"fixed"
         finally:
             s.close()
         d.wait_log(r"event=cert_reloaded", since=mark)
@@ -204,13 +180,13 @@ def test_client_cert_rotation_next_connection(dmtls_bin, pki, procs, tmp_path, p
     dm2_cert, dm2_key = pki.leaf("rot-client-dm2", "dm2")
     with TLSServer(pki.path("dm"), pki.key("dm"), pki.ca,
                    require_client_cert=True) as srv:
-        d = start_route(procs, dmtls_bin, "client", port, srv.addr, ca, cert, key,
+        d = rotating(procs, dmtls_bin, pki, "client", port, srv.addr, ca, cert, key,
                         "--cert-allowed-cn", "dm")
 
         def one_connection(payload):
             before = len(srv.peer_cns)
             with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
-                assert echo_roundtrip(c, payload) == payload, d.log()
+                assert echo_once(c, payload) == payload, d.log()
             wait_until(lambda: len(srv.peer_cns) > before, 5, "TLS handshake at server")
             return srv.peer_cns[before:]
 

@@ -10,22 +10,25 @@ readiness comes from the `event=ready` log line.
 """
 
 import datetime
-import http.client
 import json
 import os
 import re
+import shutil
 import ssl
-import time
 
 import pytest
 
 from backends import EchoServer, pattern, wait_until
 from conftest import Procs, free_port
+from routes import (conf_text, final_lines, http_get, replace_file, start_route, start_run,
+                    tls_echo, write_conf)
 from tlsclient import tls_connect, tls_refused
 
-FINAL_EVENTS = ("close", "denied", "handshake_failed", "conn_failed")
 ALLOWED_SIZES = (1000, 20000, 300000)  # bytes echoed by the 3 allowed connections
 DENIED = 2
+# failed handshakes: (reason counted, client certificate)
+FAILED = [("no_client_cert", None), ("verify", "untrusted"), ("verify", "expired")]
+ENDED = len(ALLOWED_SIZES) + DENIED + len(FAILED)
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
@@ -37,40 +40,14 @@ COMMENT = re.compile(r"^# (HELP|TYPE) (%s) (.*)$" % _NAME)
 
 # -- helpers -----------------------------------------------------------------
 
-def write_conf(path, pki, port, target, status_port, cert="dm"):
-    text = "\n".join([
-        'log-level = "info";',
-        'status = "127.0.0.1:%d";' % status_port,
-        "security = {",
-        '  ssl-ca = "%s";' % pki.ca,
-        '  ssl-cert = "%s";' % pki.path(cert),
-        '  ssl-key = "%s";' % pki.key(cert),
-        '  cert-allowed-cn = ["dm"];',
-        "};",
-        "routes = (",
-        '  { name = "x"; kind = "server"; listen = "127.0.0.1:%d"; target = "%s"; }'
-        % (port, target),
-        ");", ""])
-    with open(path, "w") as f:
-        f.write(text)
-    return os.fspath(path)
+def status_conf(path, pki, port, target, status_port, cert="dm", workers=None):
+    """Route x on port -> target with a status listener (CN dm allowed)."""
+    return write_conf(path, conf_text(pki, [("x", port, target, None)], status_port=status_port,
+                                      top=["workers = %d;" % workers] if workers else (),
+                                      cert=cert))[0]
 
 
-def get(status_port, path, method="GET"):
-    """(status code, headers dict, body text) of one request."""
-    c = http.client.HTTPConnection("127.0.0.1", status_port, timeout=5)
-    try:
-        c.request(method, path)
-        r = c.getresponse()
-        return r.status, dict(r.getheaders()), r.read().decode(errors="replace")
-    finally:
-        c.close()
-
-
-def final_lines(proc):
-    """Log lines that end a connection."""
-    return [l for l in proc.log().splitlines()
-            if re.search(r"\bevent=(%s)\b" % "|".join(FINAL_EVENTS), l)]
+get = http_get
 
 
 def parse_metrics(text):
@@ -102,54 +79,42 @@ def total(metrics, name, **labels):
     return sum(v for (n, l), v in metrics.items() if n == name and want <= set(l))
 
 
-def echo_and_close(port, pki, nbytes, seed):
-    """One allowed connection: echo nbytes, then close with close_notify."""
-    data = pattern(nbytes, seed)
-    s = tls_connect(port, pki)
-    try:
-        s.sendall(data)
-        got = bytearray()
-        while len(got) < nbytes:
-            chunk = s.recv(65536)
-            assert chunk, "EOF after %d of %d echoed bytes" % (len(got), nbytes)
-            got += chunk
-        assert bytes(got) == data
-        try:
-            s.unwrap()
-        except (ssl.SSLError, OSError, ValueError):
-            pass
-    finally:
-        s.close()
-
-
-def start_run(procs, dmtls_bin, conf):
-    p = procs.start([dmtls_bin, "run", "-c", conf], name="dmtls-run")
-    p.wait_log(r"event=ready", timeout=10)
-    return p
+def metrics_of(status_port):
+    code, _, body = get(status_port, "/metrics")
+    assert code == 200, body
+    return parse_metrics(body)
 
 
 @pytest.fixture(scope="module")
 def traffic(dmtls_bin, pki, tmp_path_factory):
-    """dmtls run with route x and a status listener, after 3 allowed and
-    2 denied connections; dict with proc, port, status_port, metrics (the
-    /metrics text after the 5 connections ended) and bytes (echoed total)."""
+    """dmtls run (one worker) with route x and a status listener, after
+    2 denied connections (CN other), 3 failed handshakes (no client
+    certificate, one from an untrusted CA, an expired one) and 3 allowed
+    ones, in that order; dict with proc, port, status_port, metrics (the
+    /metrics text once all 8 have logged their end), bytes (echoed total),
+    ended.
+    With one worker, every line the earlier connections log is written
+    before the last one's final line: a duplicate final line of any of them
+    would be in the log by then."""
     tmp = tmp_path_factory.mktemp("status")
     procs = Procs(str(tmp))
     echo = EchoServer()
     try:
         port, status_port = free_port(), free_port()
-        conf = write_conf(os.path.join(str(tmp), "dmtls.conf"), pki, port, echo.addr,
-                          status_port)
+        conf = status_conf(os.path.join(str(tmp), "dmtls.conf"), pki, port, echo.addr,
+                           status_port, workers=1)
         d = start_run(procs, dmtls_bin, conf)
-        for i, n in enumerate(ALLOWED_SIZES):
-            echo_and_close(port, pki, n, "status-%d" % i)
         for _ in range(DENIED):
             why = tls_refused(port, pki, cert="other")
             assert why is not None, "CN other was accepted; log:\n" + d.log()
-        n = len(ALLOWED_SIZES) + DENIED
-        wait_until(lambda: len(final_lines(d)) >= n, 5,
-                   "%d end-of-connection log lines; log:\n%s" % (n, d.log()))
-        time.sleep(0.1)  # a stray extra line would show up here
+        for reason, cert in FAILED:
+            why = tls_refused(port, pki, cert=cert)
+            assert why is not None, "client cert %s was accepted; log:\n%s" % (cert, d.log())
+        for i, n in enumerate(ALLOWED_SIZES):
+            data = pattern(n, "status-%d" % i)
+            assert tls_echo(port, pki, data) == data
+        wait_until(lambda: len(final_lines(d)) >= ENDED, 10,
+                   "%d end-of-connection log lines; log:\n%s" % (ENDED, d.log()))
         code, _, body = get(status_port, "/metrics")
         assert code == 200, body
         yield {"proc": d, "port": port, "status_port": status_port, "metrics": body,
@@ -162,14 +127,26 @@ def traffic(dmtls_bin, pki, tmp_path_factory):
 # -- /metrics ------------------------------------------------------------------
 
 def test_metrics_connections_allowed_and_denied(traffic):
-    """dmtls_connections_total{route="x",result="allowed"} 3 and
-    {result="denied"} 2 after 3 allowed and 2 denied connections."""
-    assert traffic["ended"] == 5, "end-of-connection lines:\n" + "\n".join(
+    """dmtls_connections_total{route="x",result="allowed"} 3, denied 2 and
+    failed 3 after 3 allowed, 2 denied and 3 failed connections, each of
+    which logged exactly one end-of-connection line."""
+    assert traffic["ended"] == ENDED, "end-of-connection lines:\n" + "\n".join(
         final_lines(traffic["proc"]))
     m = parse_metrics(traffic["metrics"])
     assert sample(m, "dmtls_connections_total", route="x", result="allowed") == 3
     assert sample(m, "dmtls_connections_total", route="x", result="denied") == 2
-    assert sample(m, "dmtls_connections_total", route="x", result="failed") == 0
+    assert sample(m, "dmtls_connections_total", route="x", result="failed") == 3
+
+
+def test_metrics_handshake_failures_by_reason(traffic):
+    """dmtls_handshake_failures_total counts the client without a
+    certificate under no_client_cert and the two whose chains fail (another
+    CA, expired) under verify, and nothing else; no target connect failed."""
+    m = parse_metrics(traffic["metrics"])
+    got = {r: sample(m, "dmtls_handshake_failures_total", route="x", reason=r)
+           for r in ("verify", "no_client_cert", "timeout", "other")}
+    assert got == {"verify": 2, "no_client_cert": 1, "timeout": 0, "other": 0}, got
+    assert sample(m, "dmtls_connect_failures_total", route="x") == 0
 
 
 def test_metrics_denials_total(traffic):
@@ -187,11 +164,11 @@ def test_metrics_bytes_match_traffic(traffic):
 
 
 def test_metrics_duration_histogram(traffic):
-    """dmtls_connection_duration_seconds: _count equals the 5 ended
+    """dmtls_connection_duration_seconds: _count equals the 8 ended
     connections, buckets are cumulative and +Inf equals _count."""
     m = parse_metrics(traffic["metrics"])
     count = sample(m, "dmtls_connection_duration_seconds_count", route="x")
-    assert count == 5
+    assert count == ENDED
     buckets = sorted(((float(dict(l)["le"]), v) for (n, l), v in m.items()
                       if n == "dmtls_connection_duration_seconds_bucket"
                       and dict(l).get("route") == "x"))
@@ -250,6 +227,7 @@ def test_metrics_text_format(traffic):
                          ("dmtls_active_connections", "gauge"),
                          ("dmtls_denials_total", "counter"),
                          ("dmtls_handshake_failures_total", "counter"),
+                         ("dmtls_connect_failures_total", "counter"),
                          ("dmtls_bytes_total", "counter"),
                          ("dmtls_cert_reloads_total", "counter"),
                          ("dmtls_cert_not_after_seconds", "gauge"),
@@ -307,63 +285,67 @@ def test_healthz_503_expired_certificate(dmtls_bin, pki, procs, tmp_path):
     refuse to run) and /healthz answers 503 naming the route and that the
     certificate expired."""
     port, status_port = free_port(), free_port()
-    conf = write_conf(os.path.join(str(tmp_path), "dmtls.conf"), pki, port,
-                      "127.0.0.1:%d" % free_port(), status_port, cert="expired")
+    conf = status_conf(os.path.join(str(tmp_path), "dmtls.conf"), pki, port,
+                       "127.0.0.1:%d" % free_port(), status_port, cert="expired")
     d = start_run(procs, dmtls_bin, conf)
     code, _, body = get(status_port, "/healthz")
     assert code == 503, "healthz %s %r; log:\n%s" % (code, body, d.log())
-    assert "expired" in body and "x" in body, body
+    assert body == "route x: certificate %s expired\n" % pki.path("expired"), body
 
 
 def test_status_flag_on_command_line_route(dmtls_bin, pki, procs):
     """`dmtls server ... --status 127.0.0.1:PORT` serves /healthz and a
     /metrics that names the route."""
     port, status_port = free_port(), free_port()
-    argv = [dmtls_bin, "server", "--listen", "127.0.0.1:%d" % port,
-            "--target", "127.0.0.1:%d" % free_port(), "--ssl-ca", pki.ca,
-            "--ssl-cert", pki.path("dm"), "--ssl-key", pki.key("dm"),
-            "--cert-allowed-cn", "dm", "--name", "cli", "--status",
-            "127.0.0.1:%d" % status_port]
-    d = procs.start(argv, name="dmtls-server")
-    d.wait_log(r"event=ready", timeout=10)
+    start_route(procs, dmtls_bin, pki, "server", port, "127.0.0.1:%d" % free_port(),
+                "--name", "cli", "--status", "127.0.0.1:%d" % status_port, allowed="dm")
     code, _, body = get(status_port, "/healthz")
     assert code == 200 and body.strip() == "ok", (code, body)
-    code, _, body = get(status_port, "/metrics")
-    assert code == 200
-    m = parse_metrics(body)
+    m = metrics_of(status_port)
     assert sample(m, "dmtls_connections_total", route="cli", result="allowed") == 0
 
 
 def test_status_last_reload_recovers_when_files_are_fixed(dmtls_bin, pki, procs, tmp_path):
     """A broken key shows in /status as last_reload ok=false with the file
-    named; putting the original bytes back (the set still in use) turns it
-    ok again, and a second break of the same kind is logged again."""
-    import shutil
+    named, and the last good set keeps serving; putting the original bytes
+    back (the set still in use) turns it ok again, and a second break of
+    the same kind is logged again.  dmtls_cert_reloads_total counts each
+    connection that met the broken state as an error, and a new valid set
+    as one more ok (the set built at start is the first)."""
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     shutil.copy(pki.path("dm"), cert)
     shutil.copy(pki.key("dm"), key)
     port, status_port = free_port(), free_port()
-    argv = [dmtls_bin, "server", "--listen", "127.0.0.1:%d" % port,
-            "--target", "127.0.0.1:%d" % free_port(), "--ssl-ca", pki.ca,
-            "--ssl-cert", str(cert), "--ssl-key", str(key),
-            "--cert-allowed-cn", "dm", "--name", "x", "--status",
-            "127.0.0.1:%d" % status_port]
-    d = procs.start(argv, name="dmtls-server")
-    d.wait_log(r"event=ready", timeout=10)
+    with EchoServer() as echo:
+        d = start_route(procs, dmtls_bin, pki, "server", port, echo.addr, "--name", "x",
+                        "--status", "127.0.0.1:%d" % status_port, cert=(str(cert), str(key)),
+                        allowed="dm")
 
-    def last():
-        code, _, body = get(status_port, "/status")
-        assert code == 200
-        return json.loads(body)["routes"][0]["certificate"]["last_reload"]
+        def last():
+            code, _, body = get(status_port, "/status")
+            assert code == 200
+            return json.loads(body)["routes"][0]["certificate"]["last_reload"]
 
-    for round_ in (1, 2):
-        open(key, "w").close()                      # empty key
-        tls_refused(port, pki)                      # a connection rereads
-        st = last()
-        assert st["ok"] is False and str(key) in st["error"], st
-        wait_until(lambda: d.log().count("event=cert_reload_failed") == round_,
-                   5, "cert_reload_failed logged %d time(s)" % round_)
-        shutil.copy(pki.key("dm"), key)             # fixed: the set in use
-        tls_refused(port, pki)
-        st = last()
-        assert st["ok"] is True and st["error"] == "", st
+        def reloads():
+            m = metrics_of(status_port)
+            return {r: sample(m, "dmtls_cert_reloads_total", route="x", result=r)
+                    for r in ("ok", "error")}
+
+        assert reloads() == {"ok": 1, "error": 0}
+        for round_ in (1, 2):
+            open(key, "w").close()                      # empty key
+            assert tls_refused(port, pki) is None       # a connection rereads
+            st = last()
+            assert st["ok"] is False and str(key) in st["error"], st
+            wait_until(lambda: d.log().count("event=cert_reload_failed") == round_,
+                       5, "cert_reload_failed logged %d time(s)" % round_)
+            assert reloads() == {"ok": 1, "error": round_}
+            shutil.copy(pki.key("dm"), key)             # fixed: the set in use
+            assert tls_refused(port, pki) is None
+            st = last()
+            assert st["ok"] is True and st["error"] == "", st
+        new_cert, new_key = pki.leaf("status-reload-new", "dm")
+        replace_file(key, open(new_key, "rb").read())
+        replace_file(cert, open(new_cert, "rb").read())
+        assert tls_refused(port, pki) is None
+        assert reloads() == {"ok": 2, "error": 2}

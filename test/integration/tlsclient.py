@@ -3,12 +3,15 @@
 Note: with TLS 1.3 the client's handshake completes before the server has
 checked the client certificate, so a server that refuses the client shows
 up on the first recv (an SSLError alert, or EOF), not in tls_connect().
-Use tls_refused() to tell an accepted peer from a refused one.
+Use tls_refused() to tell an accepted peer from a refused one: it needs the
+route's target to echo, and takes an echoed payload, never silence, as
+proof that a client was accepted.
 """
 
 import os
 import socket
 import ssl
+import warnings
 
 _VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1,
              "1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
@@ -68,38 +71,31 @@ def tls_connect(port, pki, cert="dm", ca="ca", alpn=None, min_version=None,
         raise
 
 
-def tls_refused(port, pki, wait=1.0, **kw):
-    """Return None if the server at `port` accepts a tls_connect(port, pki, **kw)
-    client (no alert and no EOF within `wait` seconds after the handshake),
-    else a string describing the refusal (the exception or "eof")."""
-    try:
-        s = tls_connect(port, pki, **kw)
-    except (ssl.SSLError, OSError) as e:
-        return "%s: %s" % (type(e).__name__, e)
-    try:
-        s.settimeout(wait)
-        try:
-            data = s.recv(1)
-        except socket.timeout:
-            return None
-        except (ssl.SSLError, OSError) as e:
-            return "%s: %s" % (type(e).__name__, e)
-        return "eof" if not data else None
-    finally:
-        s.close()
+def tls_refused(port, pki, payload=b"ping", timeout=10, with_peer=False, **kw):
+    """Judge whether the server route at 127.0.0.1:port accepts a
+    tls_connect(port, pki, **kw) client.  Returns None when it does, else a
+    description of the refusal; with with_peer, a pair (that, "IP:PORT" of
+    the client socket, as dmtls logs it in peer=).
+
+    Accepted means: `payload` goes through and comes back (the route's
+    target must echo).  Refused means: the handshake fails, or the first
+    read meets an alert, a reset or EOF (with TLS 1.3 a client learns that
+    the server refused its certificate only there).  Neither within
+    `timeout` seconds raises AssertionError: silence proves nothing."""
+    ctx = client_context(pki, **kw)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    host, cport = raw.getsockname()[:2]
+    peer = "%s:%d" % (host, cport)
+    why = _refusal(ctx, raw, payload, kw.get("server_hostname", "localhost"), port)
+    return (why, peer) if with_peer else why
 
 
-def echo_refusal(port, pki, cert="dm", payload=b"ping", timeout=5):
-    """None when a TLS echo of payload through 127.0.0.1:port works with
-    client certificate `cert`, else a description of how it failed."""
-    ctx = client_context(pki, cert=cert)
-    try:
-        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    except OSError as e:
-        return "connect: %r" % e
+def _refusal(ctx, raw, payload, server_hostname, port):
     s = raw
     try:
-        s = ctx.wrap_socket(raw, server_hostname="localhost")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            s = ctx.wrap_socket(raw, server_hostname=server_hostname)
         s.sendall(payload)
         got = b""
         while len(got) < len(payload):
@@ -114,7 +110,11 @@ def echo_refusal(port, pki, cert="dm", payload=b"ping", timeout=5):
         except (ssl.SSLError, OSError, ValueError):
             pass
         return None
+    except socket.timeout:
+        raise AssertionError("port %d neither echoed %r nor refused the client "
+                             "within %ss" % (port, payload, raw.gettimeout())) from None
     except (ssl.SSLError, OSError) as e:
         return "%s: %s" % (type(e).__name__, e)
     finally:
         s.close()
+
