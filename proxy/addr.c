@@ -151,6 +151,22 @@ unknown:
 	return (buf);
 }
 
+/* 1 when a process accepts connections on the unix socket a (not stale). */
+static int
+unix_live(const struct addr *a)
+{
+	int fd, live;
+
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+		return (0);
+	/* A blocking connect to a unix socket answers at once: refused
+	 * when nobody listens, accepted (or queued) when someone does. */
+	live = connect(fd, (const struct sockaddr *)&a->a_ss, a->a_len) == 0 ||
+	    errno == EAGAIN;
+	close(fd);
+	return (live);
+}
+
 int
 addr_listen(const struct addr *a, int reuseport, char *err, size_t errlen)
 {
@@ -170,9 +186,17 @@ addr_listen(const struct addr *a, int reuseport, char *err, size_t errlen)
 	} else {
 		struct stat st;
 		const char *p = ((const struct sockaddr_un *)&a->a_ss)->sun_path;
-		/* Replace a stale socket file, never any other file. */
-		if (lstat(p, &st) == 0 && S_ISSOCK(st.st_mode))
+		/* Replace a stale socket file, never any other file, and
+		 * never one that a live process still listens on. */
+		if (lstat(p, &st) == 0 && S_ISSOCK(st.st_mode)) {
+			if (unix_live(a)) {
+				snprintf(err, errlen, "address already in use "
+				    "(another process listens on %s)", p);
+				close(fd);
+				return (-1);
+			}
 			unlink(p);
+		}
 	}
 	if (bind(fd, (const struct sockaddr *)&a->a_ss, a->a_len) == -1) {
 		snprintf(err, errlen, "%s", errno == EADDRINUSE ?

@@ -478,10 +478,6 @@ def test_unix_listener_replaces_a_stale_socket(dmtls_bin, pki, procs, tmp_path, 
         assert f.read() == "not a socket\n"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: addr_listen() unlinks any socket file at a "
-                   "unix: listen path, also one another process is listening on, and takes "
-                   "its place (man dmtls(8): only a stale socket file is replaced; a TCP "
-                   "address in use is an error)")
 def test_unix_listener_does_not_steal_a_live_socket(dmtls_bin, pki, tmp_path):
     """A unix socket another process listens on is not stale: dmtls must
     refuse to start there (exit 2) and the other listener keeps its path."""
