@@ -675,10 +675,10 @@ def test_certificate_file_of_at_most_1_mib(dmtls_bin, pki, procs, tmp_path, port
 # -- README command 1 ----------------------------------------------------------------
 
 def test_readme_quick_start_demo(dmtls_bin):
-    """`make demo` (test/demo) runs: the page comes through the two routes,
+    """`make demo` (test/demo/routes) runs: the page comes through the two routes,
     the peer with CN other is refused, and the logs it shows hold no
     sanitizer report."""
-    r = run([os.path.join(REPO, "test", "demo")], timeout=120, env={"DMTLS_BIN": dmtls_bin})
+    r = run([os.path.join(REPO, "test", "demo", "routes")], timeout=120, env={"DMTLS_BIN": dmtls_bin})
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert "hello from the plaintext backend, through mutual TLS" in r.stdout, out
