@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +18,6 @@
 #include <wolfssl/wolfcrypt/asn.h>
 #include <wolfssl/wolfcrypt/sha256.h>
 
-#include "../proxy/log.h"
 #include "certset.h"
 #include "policy.h"
 
@@ -412,6 +412,30 @@ certset_key_shares(WOLFSSL *ssl)
 	return (0);
 }
 
+static void say(const struct certsrc *, int, const char *, const char *, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Tell the source's user one sentence, when it listens. */
+static void
+say(const struct certsrc *src, int warn, const char *event, const char *fmt,
+    ...)
+{
+	struct certset_note n;
+	char msg[2048];
+	va_list ap;
+
+	if (src->src_p.log == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	memset(&n, 0, sizeof(n));
+	n.cn_warn = warn;
+	n.cn_event = event;
+	n.cn_msg = msg;
+	src->src_p.log(src->src_p.log_arg, &n);
+}
+
 /*
  * Build a set from the bytes in files.  Returns the set (one reference), or
  * NULL with the flag index in *bad and the reason in err.
@@ -420,7 +444,6 @@ static struct certset *
 certset_build(const struct certsrc *src, struct filebuf *files, int *bad,
     char *err, size_t errlen)
 {
-	const struct route_conf *rc = src->src_p.rc;
 	struct certset *cs;
 	uint8_t d[WC_SHA256_DIGEST_SIZE];
 	int i, mode;
@@ -491,7 +514,7 @@ certset_build(const struct certsrc *src, struct filebuf *files, int *bad,
 	}
 	mode = WOLFSSL_VERIFY_PEER;
 	if (src->src_p.tls_server) {
-		mode = rc->sec.verify_client ? WOLFSSL_VERIFY_PEER |
+		mode = src->src_p.verify_client ? WOLFSSL_VERIFY_PEER |
 		    WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT : WOLFSSL_VERIFY_NONE;
 		/* No session tickets or cache: every connection proves its
 		 * certificate again, so a rotated CA or policy applies. */
@@ -519,9 +542,9 @@ certset_build(const struct certsrc *src, struct filebuf *files, int *bad,
 	describe_leaf(cs);
 	cs->cs_chains = src->src_path[F_CERT] == NULL || chains_to_ca(files);
 	if (!cs->cs_chains)
-		log_msg(LOG_WARN, "cert_not_from_ca", "route %s: ssl-cert %s does "
+		say(src, 1, "cert_not_from_ca", "route %s: ssl-cert %s does "
 		    "not chain to ssl-ca %s; peers must trust its issuer "
-		    "some other way", rc->name, src->src_path[F_CERT],
+		    "some other way", src->src_p.name, src->src_path[F_CERT],
 		    src->src_path[F_CA]);
 	return (cs);
 fail:
@@ -632,9 +655,9 @@ certsrc_new(const struct certsrc_params *p, char *err, size_t errlen)
 		return (NULL);
 	}
 	src->src_p = *p;
-	src->src_path[F_CA] = p->rc->sec.ssl_ca;
-	src->src_path[F_CERT] = p->rc->sec.ssl_cert;
-	src->src_path[F_KEY] = p->rc->sec.ssl_key;
+	src->src_path[F_CA] = p->ssl_ca;
+	src->src_path[F_CERT] = p->ssl_cert;
+	src->src_path[F_KEY] = p->ssl_key;
 	pthread_mutex_init(&src->src_lock, NULL);
 	if (read_all(src, tls_read, &bad, why, sizeof(why)) != 0 ||
 	    (src->src_cur = certset_build(src, tls_read, &bad, why,
@@ -658,7 +681,7 @@ static void
 note_bad(struct certsrc *src, const uint8_t d[WC_SHA256_DIGEST_SIZE], int bad,
     const char *why)
 {
-	struct logline l;
+	struct certset_note n;
 
 	src->src_err++;
 	src->src_last_ok = 0;
@@ -670,13 +693,17 @@ note_bad(struct certsrc *src, const uint8_t d[WC_SHA256_DIGEST_SIZE], int bad,
 		return;
 	memcpy(src->src_bad, d, WC_SHA256_DIGEST_SIZE);
 	src->src_bad_valid = 1;
-	log_begin(&l, LOG_WARN, "cert_reload_failed");
-	log_str(&l, "route", src->src_p.rc->name);
-	log_str(&l, "file", src->src_path[bad]);
-	log_str(&l, "key", flag_names[bad]);
-	log_str(&l, "reason", why);
-	log_str(&l, "action", "keeping the last good certificate set");
-	log_end(&l);
+	if (src->src_p.log == NULL)
+		return;
+	memset(&n, 0, sizeof(n));
+	n.cn_warn = 1;
+	n.cn_event = "cert_reload_failed";
+	n.cn_route = src->src_p.name;
+	n.cn_file = src->src_path[bad];
+	n.cn_key = flag_names[bad];
+	n.cn_reason = why;
+	n.cn_action = "keeping the last good certificate set";
+	src->src_p.log(src->src_p.log_arg, &n);
 }
 
 struct certset *
@@ -689,7 +716,7 @@ certsrc_acquire(struct certsrc *src)
 	char why[512];
 	int bad = F_CA, rdok, statok;
 
-	if (!src->src_p.rc->reread)
+	if (!src->src_p.reread)
 		return (certsrc_current(src));
 	/* Fast path: the files have not changed since their bytes were
 	 * last read and found to be the set in use. */
@@ -751,9 +778,9 @@ certsrc_acquire(struct certsrc *src)
 		src->src_last_ok = 1;
 		src->src_last_time = time(NULL);
 		src->src_last_err[0] = '\0';
-		log_msg(LOG_INFO, "cert_reloaded", "route %s: new certificate "
+		say(src, 0, "cert_reloaded", "route %s: new certificate "
 		    "set %.16s (%s) in use for new connections",
-		    src->src_p.rc->name, fresh->cs_digest, fresh->cs_subject);
+		    src->src_p.name, fresh->cs_digest, fresh->cs_subject);
 	} else
 		note_bad(src, d, bad, why);
 	cs = src->src_cur;

@@ -285,7 +285,7 @@ print_summary(struct route_rt *rt)
 	struct tm tm;
 	long days;
 
-	policy_describe(&rc->sec, rules, sizeof(rules));
+	policy_describe(&rt->rt_rules, rules, sizeof(rules));
 	printf("%s: %s listen=%s target=%s identity=\"%s\"", rc->name,
 	    route_kind_name(rc->kind), rc->listen, rc->target, rules);
 	if (certset_subject(cs)[0] != '\0') {
@@ -305,7 +305,7 @@ print_summary(struct route_rt *rt)
 		printf("warning: %s: ssl-cert %s does not chain to ssl-ca %s; "
 		    "peers must trust its issuer some other way\n", rc->name,
 		    rc->sec.ssl_cert, rc->sec.ssl_ca);
-	if (policy_empty(&rc->sec))
+	if (policy_empty(&rt->rt_rules))
 		printf("warning: %s: accepts any certificate signed by %s; "
 		    "set cert-allowed-cn to limit it\n", rc->name,
 		    rc->sec.ssl_ca);
@@ -390,7 +390,7 @@ cli_route(int argc, char **argv, int check)
 	}
 	if (check) {
 		/* Validate without binding anything. */
-		if ((rt = route_new(&d, rc, err, sizeof(err))) == NULL) {
+		if ((rt = route_new(rc, err, sizeof(err))) == NULL) {
 			fprintf(stderr, "%s: --%s\n", cmd, err);
 			rv = EXIT_RUNTIME;
 			goto out;
@@ -456,7 +456,7 @@ cli_config(int argc, char **argv, int check)
 			memset(&cf.cf_routes[i], 0, sizeof(cf.cf_routes[i]));
 			snprintf(at, sizeof(at), "%s:%d: route %s", rc->src_file,
 			    rc->src_line, rc->name);
-			if ((rt = route_new(&d, rc, err, sizeof(err))) == NULL) {
+			if ((rt = route_new(rc, err, sizeof(err))) == NULL) {
 				printf("%s: %s\n", at, err);
 				bad = 1;
 				continue;

@@ -415,7 +415,7 @@ conn_log(struct conn *c)
 	if (ev[0] == 'd') {
 		char rules[512];
 		log_str(&l, "sans", c->c_sans);
-		policy_describe(&rc->sec, rules, sizeof(rules));
+		policy_describe(&c->c_route->rt_rules, rules, sizeof(rules));
 		log_str(&l, "allowed", rules);
 	}
 	tls_log_fields(c, &l);

@@ -81,7 +81,7 @@ daemon_build(struct daemon *d, struct route_conf *rcs, size_t n,
 		*rc = rcs[i];
 		memset(&rcs[i], 0, sizeof(rcs[i]));
 		where(rc, at, sizeof(at));
-		if ((rt = route_new(d, rc, why, sizeof(why))) == NULL) {
+		if ((rt = route_new(rc, why, sizeof(why))) == NULL) {
 			snprintf(err, errlen, "%s%s", at, why);
 			goto fail;
 		}
@@ -106,15 +106,16 @@ daemon_build(struct daemon *d, struct route_conf *rcs, size_t n,
 			route_take_listeners(out->rs_v[i], old);
 	}
 	for (i = 0; i < out->rs_n; i++) {
-		rc = out->rs_v[i]->rt_conf;
+		rt = out->rs_v[i];
+		rc = rt->rt_conf;
 		if (rc->kind == ROUTE_SERVER && !rc->sec.verify_client)
 			log_msg(LOG_WARN, "no_client_auth", "ROUTE %s DOES NOT "
 			    "ASK CLIENTS FOR A CERTIFICATE (verify-client = "
 			    "false): anyone who reaches %s gets through to %s%s",
 			    rc->name, rc->listen, rc->target,
-			    policy_empty(&rc->sec) ? "" : "; its cert-allowed-* "
+			    policy_empty(&rt->rt_rules) ? "" : "; its cert-allowed-* "
 			    "rules are ignored");
-		else if (policy_empty(&rc->sec))
+		else if (policy_empty(&rt->rt_rules))
 			log_msg(LOG_WARN, "open_policy", "route %s accepts any "
 			    "certificate signed by %s; set cert-allowed-cn to "
 			    "limit who may connect", rc->name, rc->sec.ssl_ca);

@@ -87,8 +87,43 @@ route_stats_put(struct route_stats *st)
 	pthread_mutex_unlock(&stats_lock);
 }
 
+/* certset's notes, as log lines. */
+static void
+certs_log(void *arg, const struct certset_note *n)
+{
+	enum log_level lv = n->cn_warn ? LOG_WARN : LOG_INFO;
+	struct logline l;
+
+	(void)arg;
+	if (n->cn_msg != NULL) {
+		log_msg(lv, n->cn_event, "%s", n->cn_msg);
+		return;
+	}
+	log_begin(&l, lv, n->cn_event);
+	log_str(&l, "route", n->cn_route);
+	log_str(&l, "file", n->cn_file);
+	log_str(&l, "key", n->cn_key);
+	log_str(&l, "reason", n->cn_reason);
+	log_str(&l, "action", n->cn_action);
+	log_end(&l);
+}
+
+/* The identity rules of sec, pointing at its lists. */
+static void
+rules_of(const struct security_conf *sec, struct policy_rules *r)
+{
+	r->pr_cn.pl_v = sec->allowed_cn.sl_v;
+	r->pr_cn.pl_n = sec->allowed_cn.sl_n;
+	r->pr_dns.pl_v = sec->allowed_dns.sl_v;
+	r->pr_dns.pl_n = sec->allowed_dns.sl_n;
+	r->pr_uri.pl_v = sec->allowed_uri.sl_v;
+	r->pr_uri.pl_n = sec->allowed_uri.sl_n;
+	r->pr_ou.pl_v = sec->allowed_ou.sl_v;
+	r->pr_ou.pl_n = sec->allowed_ou.sl_n;
+}
+
 struct route_rt *
-route_new(struct daemon *d, struct route_conf *rc, char *err, size_t errlen)
+route_new(struct route_conf *rc, char *err, size_t errlen)
 {
 	struct certsrc_params p;
 	struct route_rt *rt;
@@ -101,7 +136,7 @@ route_new(struct daemon *d, struct route_conf *rc, char *err, size_t errlen)
 		return (NULL);
 	}
 	rt->rt_conf = rc;
-	rt->rt_d = d;
+	rules_of(&rc->sec, &rt->rt_rules);
 	rt->rt_shared_fd = -1;
 	atomic_init(&rt->rt_refs, 1);
 	if (addr_parse(rc->listen, &rt->rt_listen, why, sizeof(why)) == -1) {
@@ -119,9 +154,15 @@ route_new(struct daemon *d, struct route_conf *rc, char *err, size_t errlen)
 		snprintf(rt->rt_sni, sizeof(rt->rt_sni), "%s", sni);
 	}
 	memset(&p, 0, sizeof(p));
-	p.rc = rc;
-	p.verify_cb = tls_verify_cb;
+	p.name = rc->name;
+	p.ssl_ca = rc->sec.ssl_ca;
+	p.ssl_cert = rc->sec.ssl_cert;
+	p.ssl_key = rc->sec.ssl_key;
 	p.tls_server = rc->kind == ROUTE_SERVER;
+	p.verify_client = rc->sec.verify_client;
+	p.reread = rc->reread;
+	p.verify_cb = tls_verify_cb;
+	p.log = certs_log;
 	if ((rt->rt_certs = certsrc_new(&p, err, errlen)) == NULL)
 		goto fail;
 	if (rc->kind == ROUTE_MYSQL && mysql_keys_init(err, errlen) == -1)

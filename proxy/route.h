@@ -12,12 +12,12 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "../policy/policy.h"
 #include "addr.h"
 #include "conf.h"
 
 struct certsrc;
 struct worker;
-struct daemon;
 
 /* A route's listening socket in one worker. */
 struct listener {
@@ -67,7 +67,7 @@ extern const double route_dur_bounds[DUR_BUCKETS];
 
 struct route_rt {
 	struct route_conf	*rt_conf;
-	struct daemon		*rt_d;
+	struct policy_rules	 rt_rules;	/* rt_conf's cert-allowed-* */
 	struct certsrc		*rt_certs;
 	struct addr		 rt_listen;
 	struct addr		 rt_target;
@@ -83,12 +83,11 @@ struct route_rt {
 };
 
 /*
- * route_new(d, rc, err, errlen): resolve the addresses and load the
+ * route_new(rc, err, errlen): resolve the addresses and load the
  * certificates of rc.  The route owns rc (heap-allocated) from here on, also
  * when it fails.  NULL with a message naming the key and the fix in err.
  */
-struct route_rt *route_new(struct daemon *, struct route_conf *, char *,
-    size_t);
+struct route_rt *route_new(struct route_conf *, char *, size_t);
 
 /*
  * route_bind(rt, nworkers, err, errlen): create the listening sockets, one per

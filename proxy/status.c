@@ -270,7 +270,7 @@ status_json(struct status *st, struct evbuffer *b)
 		json_str(b, rc->listen);
 		evbuffer_add_printf(b, ",\"target\":");
 		json_str(b, rc->target);
-		policy_describe(&rc->sec, rules, sizeof(rules));
+		policy_describe(&rt->rt_rules, rules, sizeof(rules));
 		evbuffer_add_printf(b, ",\"identity\":");
 		json_str(b, rules);
 		evbuffer_add_printf(b, ",\"active\":%ld,\"certificate\":{"

@@ -525,12 +525,10 @@ int
 tls_verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *store)
 {
 	struct conn *c = store->userCtx;
-	struct route_conf *rc;
 	struct peer_id id;
 
 	if (c == NULL || c->c_magic != CONN_MAGIC)
 		return (0);
-	rc = c->c_route->rt_conf;
 	if (store->error_depth != 0)
 		return (preverify);
 	if (store->certs != NULL && store->totalCerts > 0 &&
@@ -549,10 +547,11 @@ tls_verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *store)
 		    (unsigned long)store->error));
 		return (0);
 	}
-	if (!policy_allows(&rc->sec, &id)) {
+	if (!policy_allows(&c->c_route->rt_rules, &id)) {
 		c->c_result = "denied";
 		c->c_why = WHY_POLICY;
-		policy_denial(&rc->sec, &id, c->c_reason, sizeof(c->c_reason));
+		policy_denial(&c->c_route->rt_rules, &id, c->c_reason,
+		    sizeof(c->c_reason));
 		return (0);
 	}
 	return (1);
