@@ -48,37 +48,34 @@ tls_side(struct conn *c)
 	return (&c->c_ep[c->c_route->rt_conf->kind == ROUTE_SERVER ? 0 : 1]);
 }
 
-/* Put the endpoint's event in the base with exactly the flags wanted. */
+/* Put endpoint i's event in the base with exactly the flags wanted. */
 static void
-ep_arm(struct conn *c, struct endpoint *ep, short want)
+ep_arm(struct conn *c, int i, short want)
 {
-	if (ep->ep_fd == -1 || want == ep->ep_armed)
+	struct conn_side *sd = &c->c_side[i];
+	int fd = c->c_ep[i].ep_fd;
+
+	if (fd == -1 || want == sd->cs_armed)
 		return;
-	if (ep->ep_armed)
-		event_del(&ep->ep_ev);
-	ep->ep_armed = want;
+	if (sd->cs_armed)
+		event_del(&sd->cs_ev);
+	sd->cs_armed = want;
 	if (want == 0)
 		return;
-	event_assign(&ep->ep_ev, c->c_worker->w_base, ep->ep_fd,
-	    want | EV_PERSIST, ep_cb, ep);
-	event_add(&ep->ep_ev, NULL);
+	event_assign(&sd->cs_ev, c->c_worker->w_base, fd, want | EV_PERSIST,
+	    ep_cb, sd);
+	event_add(&sd->cs_ev, NULL);
 }
 
 static void
 ep_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct endpoint *ep = arg;
-	struct conn *c = ep->ep_conn;
+	struct conn_side *sd = arg;
+	struct conn *c = sd->cs_conn;
 
 	(void)fd;
 	assert(c->c_magic == CONN_MAGIC);
-	/* A wait is over when the event it waits for fired. */
-	if (what & EV_READ)
-		ep->ep_drained = 0;
-	if (ep->ep_rd_wait & what)
-		ep->ep_rd_wait = 0;
-	if (ep->ep_wr_wait & what)
-		ep->ep_wr_wait = 0;
+	endpoint_ready(&c->c_ep[sd - c->c_side], what);
 	conn_step(c);
 }
 
@@ -208,10 +205,10 @@ conn_accept(struct worker *w, struct route_rt *rt, int fd,
 	c->c_worker = w;
 	c->c_result = "allowed";
 	for (i = 0; i < 2; i++) {
-		c->c_ep[i].ep_conn = c;
-		c->c_ep[i].ep_fd = -1;
-		event_assign(&c->c_ep[i].ep_ev, w->w_base, -1, 0, ep_cb,
-		    &c->c_ep[i]);
+		endpoint_init(&c->c_ep[i], -1);
+		c->c_side[i].cs_conn = c;
+		event_assign(&c->c_side[i].cs_ev, w->w_base, -1, 0, ep_cb,
+		    &c->c_side[i]);
 	}
 	c->c_up.h_src = &c->c_ep[0];
 	c->c_up.h_dst = &c->c_ep[1];
@@ -299,7 +296,7 @@ conn_arm(struct conn *c)
 		default:
 			want = 0;
 		}
-		ep_arm(c, ep, want);
+		ep_arm(c, i, want);
 	}
 }
 
@@ -504,15 +501,9 @@ conn_close(struct conn *c, const char *reason)
 		struct endpoint *ep = &c->c_ep[i];
 		int plain = ep->ep_ssl == NULL;
 
-		if (ep->ep_armed)
-			event_del(&ep->ep_ev);
-		/* Best effort: an alert or close_notify still staged. */
-		if (tls_pending(ep))
-			(void)tls_flush(ep);
-		if (ep->ep_ssl != NULL)
-			wolfSSL_free(ep->ep_ssl);
-		relay_buf_put(ep->ep_ra);
-		relay_buf_put(ep->ep_wa);
+		if (c->c_side[i].cs_armed)
+			event_del(&c->c_side[i].cs_ev);
+		endpoint_release(ep);
 		if (ep->ep_fd == -1)
 			continue;
 		if (c->c_abort && plain)
@@ -527,8 +518,8 @@ conn_close(struct conn *c, const char *reason)
 			close(ep->ep_fd);
 		}
 	}
-	relay_buf_put(c->c_up.h_buf);
-	relay_buf_put(c->c_down.h_buf);
+	bufpool_put(c->c_up.h_buf);
+	bufpool_put(c->c_down.h_buf);
 	certset_release(c->c_cs);
 	worker_conn_del(c->c_worker, c);
 	c->c_magic = 0;

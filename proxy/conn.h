@@ -17,16 +17,18 @@
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 
+#include "bufpool.h"
+#include "endpoint.h"
+
 struct route_rt;
 struct worker;
 struct certset;
 struct mysql_state;
 
 #define CONN_MAGIC	0x636f6e6eU	/* "conn" */
-#define RELAY_BUFSZ	65536		/* pooled buffer size */
 /* Plaintext read per round: four TLS records, whose framing still fits in
- * one RELAY_BUFSZ buffer of staged TLS output. */
-#define RELAY_READMAX	(RELAY_BUFSZ - 1024)
+ * one pooled buffer of staged TLS output. */
+#define RELAY_READMAX	(BUFPOOL_SZ - 1024)
 /* Bytes one connection may move per wakeup before its worker serves the
  * others (relay_pump returns 1, the connection is woken again). */
 #define RELAY_BUDGET	(1024 * 1024)
@@ -51,30 +53,11 @@ enum conn_state {
 	CS_CLOSED
 };
 
-struct endpoint {
-	struct conn	*ep_conn;
-	int		 ep_fd;
-	WOLFSSL		*ep_ssl;	/* NULL on the plaintext side */
-	struct event	 ep_ev;
-	short		 ep_armed;	/* EV_READ|EV_WRITE in the event base */
-	short		 ep_rd_wait;	/* a read is blocked until this fires */
-	short		 ep_wr_wait;	/* a write is blocked until this fires */
-	uint8_t		*ep_ra;		/* TLS read-ahead (pooled), or NULL */
-	uint32_t	 ep_ra_off;
-	uint32_t	 ep_ra_len;
-	uint8_t		*ep_wa;		/* TLS output staged (pooled), or NULL */
-	uint32_t	 ep_wa_off;
-	uint32_t	 ep_wa_len;
-	unsigned	 ep_notify_sent:1; /* close_notify staged */
-	unsigned	 ep_rd_eof:1;	/* the peer ended its sending side */
-	unsigned	 ep_drained:1;	/* the last recv() came back short */
-	unsigned	 ep_closed_notify:1; /* ... with a TLS close_notify */
-	/* TLS record boundaries of what wolfSSL was given, so an EOF inside
-	 * a record (a cut stream) is told from one between records. */
-	uint16_t	 ep_rec_left;	/* body bytes of the current record */
-	uint8_t		 ep_rec_hlen;	/* header bytes seen (0-4) */
-	uint8_t		 ep_rec_hi;	/* high byte of its length */
-	unsigned	 ep_cut:1;	/* the stream ended inside a record */
+/* How the connection polls one of its endpoints. */
+struct conn_side {
+	struct conn	*cs_conn;
+	struct event	 cs_ev;
+	short		 cs_armed;	/* EV_READ|EV_WRITE in the event base */
 };
 
 struct half {
@@ -95,6 +78,7 @@ struct conn {
 	struct route_rt		*c_route;
 	struct worker		*c_worker;
 	struct endpoint		 c_ep[2];
+	struct conn_side	 c_side[2];	/* their events */
 	struct half		 c_up;
 	struct half		 c_down;
 	struct certset		*c_cs;
@@ -134,21 +118,6 @@ void conn_close(struct conn *, const char *);
 void conn_fail(struct conn *, const char *, const char *, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Result of one I/O attempt on an endpoint. */
-enum io { IO_OK, IO_EOF, IO_WAIT, IO_ERR };
-
-/*
- * endpoint_read/endpoint_write(ep, buf, len, n, err): one non-blocking
- * read or write, through TLS when ep has a session.  IO_WAIT records in
- * ep_rd_wait/ep_wr_wait what must fire first; IO_ERR leaves a code in err
- * for endpoint_errstr().  A write that waited must be retried with the same
- * bytes.
- */
-enum io endpoint_read(struct endpoint *, uint8_t *, size_t, size_t *, int *);
-enum io endpoint_write(struct endpoint *, const uint8_t *, size_t, size_t *,
-    int *);
-const char *endpoint_errstr(const struct endpoint *, int);
-
 /*
  * relay_pump(c): move bytes both ways until every side would block (0), or
  * until RELAY_BUDGET bytes moved in this call (1: call again soon).  -1
@@ -158,23 +127,6 @@ int relay_pump(struct conn *);
 
 /* relay_interest(c, ep): the events endpoint ep waits for while relaying. */
 short relay_interest(const struct conn *, const struct endpoint *);
-
-/* relay_buf_get/put: per-thread pool of RELAY_BUFSZ buffers. */
-uint8_t *relay_buf_get(void);
-void relay_buf_put(uint8_t *);
-
-/* relay_buf_drain(): free the calling thread's pool (at thread exit). */
-void relay_buf_drain(void);
-
-/*
- * tls_flush(ep): send the TLS output staged for ep (records of a write, a
- * handshake flight, an alert).  1 all sent, 0 would block (ep_wr_wait set),
- * -1 error (errno).
- */
-int tls_flush(struct endpoint *);
-
-/* tls_pending(ep): 1 while TLS output is staged for ep. */
-#define tls_pending(ep)	((ep)->ep_wa_len > (ep)->ep_wa_off)
 
 /* tls_verify_cb: the identity policy inside the handshake (certset). */
 int tls_verify_cb(int, WOLFSSL_X509_STORE_CTX *);

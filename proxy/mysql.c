@@ -42,7 +42,9 @@
 #include <wolfssl/wolfcrypt/random.h>
 #include <wolfssl/wolfcrypt/rsa.h>
 
+#include "bufpool.h"
 #include "conn.h"
+#include "endpoint.h"
 #include "log.h"
 #include "mysql.h"
 #include "route.h"
@@ -723,7 +725,7 @@ finish(struct conn *c)
 	for (leg = CLI; leg <= SRV; leg++) {
 		if (ms->ms_inlen[leg] == 0)
 			continue;
-		if ((h[leg]->h_buf = relay_buf_get()) == NULL)
+		if ((h[leg]->h_buf = bufpool_get()) == NULL)
 			return (fail(c, "out of memory for the relay's buffers"));
 		memcpy(h[leg]->h_buf, ms->ms_in[leg], ms->ms_inlen[leg]);
 		h[leg]->h_off = 0;

@@ -12,180 +12,12 @@
 #include <sys/socket.h>
 
 #include <errno.h>
-#include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "bufpool.h"
 #include "conn.h"
-
-#include <wolfssl/error-ssl.h>
-
-#define POOL_MAX	64
-
-static __thread uint8_t *pool[POOL_MAX];
-static __thread int pool_n;
-
-uint8_t *
-relay_buf_get(void)
-{
-	if (pool_n > 0)
-		return (pool[--pool_n]);
-	return (malloc(RELAY_BUFSZ));
-}
-
-void
-relay_buf_drain(void)
-{
-	while (pool_n > 0)
-		free(pool[--pool_n]);
-}
-
-void
-relay_buf_put(uint8_t *b)
-{
-	if (b == NULL)
-		return;
-	if (pool_n < POOL_MAX)
-		pool[pool_n++] = b;
-	else
-		free(b);
-}
-
-/* Translate a wolfSSL result into a wait, EOF or error. */
-static enum io
-tls_result(struct endpoint *ep, int ret, short *wait, int *err)
-{
-	int e = wolfSSL_get_error(ep->ep_ssl, ret);
-
-	if (ep->ep_cut) {
-		*err = e;
-		return (IO_ERR);	/* EOF inside a record: not an end */
-	}
-	switch (e) {
-	case WOLFSSL_ERROR_WANT_READ:
-		*wait = EV_READ;
-		return (IO_WAIT);
-	case WOLFSSL_ERROR_WANT_WRITE:
-		*wait = EV_WRITE;
-		return (IO_WAIT);
-	case WOLFSSL_ERROR_ZERO_RETURN:
-		ep->ep_closed_notify = 1;
-		return (IO_EOF);
-	case SOCKET_PEER_CLOSED_E:
-		return (IO_EOF);	/* TCP FIN without close_notify */
-	default:
-		*err = e;
-		return (IO_ERR);
-	}
-}
-
-enum io
-endpoint_read(struct endpoint *ep, uint8_t *buf, size_t len, size_t *got,
-    int *err)
-{
-	ssize_t n;
-
-	if (ep->ep_ssl != NULL) {
-		n = wolfSSL_read(ep->ep_ssl, buf, (int)len);
-		if (n > 0) {
-			*got = (size_t)n;
-			return (IO_OK);
-		}
-		return (tls_result(ep, (int)n, &ep->ep_rd_wait, err));
-	}
-	/*
-	 * A short read left the socket empty: wait for EV_READ instead of a
-	 * recv() that would only say EAGAIN (epoll is level-triggered, so
-	 * data that arrived meanwhile still wakes us).
-	 */
-	if (ep->ep_drained) {
-		ep->ep_rd_wait = EV_READ;
-		return (IO_WAIT);
-	}
-	n = recv(ep->ep_fd, buf, len, 0);
-	if (n > 0) {
-		*got = (size_t)n;
-		ep->ep_drained = (size_t)n < len;
-		return (IO_OK);
-	}
-	if (n == 0)
-		return (IO_EOF);
-	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-		ep->ep_rd_wait = EV_READ;
-		return (IO_WAIT);
-	}
-	*err = errno;
-	return (IO_ERR);
-}
-
-enum io
-endpoint_write(struct endpoint *ep, const uint8_t *buf, size_t len,
-    size_t *put, int *err)
-{
-	ssize_t n;
-
-	if (ep->ep_ssl != NULL) {
-		n = wolfSSL_write(ep->ep_ssl, buf, (int)len);
-		if (n > 0) {
-			/* The records are staged; send them now if the
-			 * socket takes them (else ep_wr_wait says so). */
-			*put = (size_t)n;
-			if (tls_flush(ep) == -1) {
-				*err = SOCKET_ERROR_E;
-				return (IO_ERR);
-			}
-			return (IO_OK);
-		}
-		return (tls_result(ep, (int)n, &ep->ep_wr_wait, err));
-	}
-	n = send(ep->ep_fd, buf, len, MSG_NOSIGNAL);
-	if (n >= 0) {
-		*put = (size_t)n;
-		return (IO_OK);
-	}
-	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-		ep->ep_wr_wait = EV_WRITE;
-		return (IO_WAIT);
-	}
-	*err = errno;
-	return (IO_ERR);
-}
-
-/*
- * End our sending side of ep: TLS close_notify, then TCP FIN.  The other
- * direction keeps flowing.
- */
-static enum io
-ep_shutdown(struct endpoint *ep)
-{
-	if (ep->ep_ssl != NULL) {
-		if (!ep->ep_notify_sent) {
-			/* Stages close_notify (sent once, never retried). */
-			(void)wolfSSL_shutdown(ep->ep_ssl);
-			ep->ep_notify_sent = 1;
-		}
-		/* A failed flush means the peer is gone: nothing more to say. */
-		if (tls_pending(ep) && tls_flush(ep) == 0)
-			return (IO_WAIT);
-	}
-	shutdown(ep->ep_fd, SHUT_WR);
-	return (IO_OK);
-}
-
-const char *
-endpoint_errstr(const struct endpoint *ep, int err)
-{
-	static __thread char buf[96];
-
-	if (ep->ep_ssl != NULL && ep->ep_cut)
-		return ("the TLS stream ended inside a record (truncated)");
-	if (ep->ep_ssl != NULL) {
-		wolfSSL_ERR_error_string_n((unsigned long)err, buf,
-		    sizeof(buf));
-		return (buf);
-	}
-	return (strerror(err));
-}
+#include "endpoint.h"
 
 /*
  * The destination of h refused a write: this direction is over.  Its
@@ -202,13 +34,10 @@ half_kill(struct conn *c, struct half *h, const char *side, const char *why)
 	if (c->c_reason[0] == '\0')
 		snprintf(c->c_reason, sizeof(c->c_reason), "write to %s: %s",
 		    side, why);
-	relay_buf_put(h->h_buf);
+	bufpool_put(h->h_buf);
 	h->h_buf = NULL;
 	h->h_off = h->h_len = 0;
-	relay_buf_put(dst->ep_wa);	/* staged TLS output cannot leave */
-	dst->ep_wa = NULL;
-	dst->ep_wa_off = dst->ep_wa_len = 0;
-	dst->ep_wr_wait = 0;
+	endpoint_drop_output(dst);	/* staged TLS output cannot leave */
 	h->h_dead = h->h_done = 1;
 }
 
@@ -258,14 +87,14 @@ half_pump(struct conn *c, struct half *h, const char *side)
 			h->h_off += n;
 			moved = 1;
 			if (h->h_off == h->h_len) {
-				relay_buf_put(h->h_buf);
+				bufpool_put(h->h_buf);
 				h->h_buf = NULL;
 				h->h_off = h->h_len = 0;
 			}
 		}
 	}
 	if (h->h_len == 0 && !src->ep_rd_eof && src->ep_rd_wait == 0) {
-		if (h->h_buf == NULL && (h->h_buf = relay_buf_get()) == NULL) {
+		if (h->h_buf == NULL && (h->h_buf = bufpool_get()) == NULL) {
 			conn_fail(c, "allowed", "out of memory");
 			return (-1);
 		}
@@ -318,13 +147,13 @@ half_pump(struct conn *c, struct half *h, const char *side)
 			break;
 		}
 		if (h->h_len == 0) {
-			relay_buf_put(h->h_buf);
+			bufpool_put(h->h_buf);
 			h->h_buf = NULL;
 		}
 	}
 	if (src->ep_rd_eof && h->h_len == 0 && !h->h_done &&
 	    dst->ep_wr_wait == 0) {
-		io = ep_shutdown(dst);
+		io = endpoint_shutdown(dst);
 		if (io == IO_OK) {
 			h->h_done = 1;
 			moved = 1;
@@ -347,9 +176,9 @@ relay_pump(struct conn *c)
 		/* TLS output staged by an earlier write goes out first; a
 		 * side that refuses it ends the direction toward it. */
 		for (i = 0; i < 2; i++)
-			if (tls_pending(&c->c_ep[i]) &&
+			if (endpoint_pending(&c->c_ep[i]) &&
 			    c->c_ep[i].ep_wr_wait == 0 &&
-			    tls_flush(&c->c_ep[i]) == -1)
+			    endpoint_flush(&c->c_ep[i]) == -1)
 				half_kill(c, toward[i], i == 0 ? "client" :
 				    "target", strerror(errno));
 		if ((up = half_pump(c, &c->c_up, "target")) == -1)
@@ -372,7 +201,7 @@ relay_interest(const struct conn *c, const struct endpoint *ep)
 		want |= ep->ep_rd_wait;
 	/* Writing: while bytes or the EOF are waiting to go out. */
 	if (out->h_len > out->h_off || (out->h_src->ep_rd_eof && !out->h_done) ||
-	    tls_pending(ep))
+	    endpoint_pending(ep))
 		want |= ep->ep_wr_wait;
 	return (want);
 }

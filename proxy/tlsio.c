@@ -6,197 +6,19 @@
  */
 #include <sys/socket.h>
 
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 #include <wolfssl/error-ssl.h>
-#include <wolfssl/wolfio.h>
 
 #include "../policy/certset.h"
 #include "../policy/policy.h"
 #include "conn.h"
+#include "endpoint.h"
 #include "log.h"
 #include "route.h"
-
-/*
- * wolfSSL reads a record in two calls (its 5-byte header, then the body).
- * This receive callback reads ahead into a pooled buffer, so one recv()
- * usually serves a whole record or a whole handshake flight; large reads
- * with nothing staged go straight into wolfSSL's buffer.  The buffer goes
- * back to the pool as soon as it is empty, and data staged here is always
- * consumed before WANT_READ is reported, so no wakeup is lost.
- */
-static int
-tls_recv_raw(struct endpoint *ep, char *buf, int sz)
-{
-	size_t n;
-	ssize_t r;
-
-	if (ep->ep_ra_len == 0 && ep->ep_drained)
-		return (WOLFSSL_CBIO_ERR_WANT_READ);	/* see endpoint_read */
-	if (ep->ep_ra_len == 0 && sz < RELAY_BUFSZ / 2) {
-		if (ep->ep_ra == NULL && (ep->ep_ra = relay_buf_get()) == NULL)
-			return (WOLFSSL_CBIO_ERR_GENERAL);
-		r = recv(ep->ep_fd, ep->ep_ra, RELAY_BUFSZ, 0);
-		if (r > 0) {
-			ep->ep_ra_off = 0;
-			ep->ep_ra_len = (uint32_t)r;
-			ep->ep_drained = r < RELAY_BUFSZ;
-		}
-	} else if (ep->ep_ra_len == 0) {
-		r = recv(ep->ep_fd, buf, (size_t)sz, 0);
-		if (r > 0)
-			ep->ep_drained = r < sz;
-	} else
-		r = 1;
-	if (r > 0 && ep->ep_ra_len > 0) {
-		n = ep->ep_ra_len - ep->ep_ra_off;
-		if (n > (size_t)sz)
-			n = (size_t)sz;
-		memcpy(buf, ep->ep_ra + ep->ep_ra_off, n);
-		ep->ep_ra_off += (uint32_t)n;
-		if (ep->ep_ra_off == ep->ep_ra_len) {
-			ep->ep_ra_off = ep->ep_ra_len = 0;
-			relay_buf_put(ep->ep_ra);
-			ep->ep_ra = NULL;
-		}
-		return ((int)n);
-	}
-	if (r > 0)
-		return ((int)r);
-	if (ep->ep_ra != NULL && ep->ep_ra_len == 0) {
-		relay_buf_put(ep->ep_ra);
-		ep->ep_ra = NULL;
-	}
-	if (r == 0)
-		return (WOLFSSL_CBIO_ERR_CONN_CLOSE);
-	if (errno == EAGAIN || errno == EWOULDBLOCK)
-		return (WOLFSSL_CBIO_ERR_WANT_READ);
-	if (errno == EINTR)
-		return (WOLFSSL_CBIO_ERR_ISR);
-	if (errno == ECONNRESET)
-		return (WOLFSSL_CBIO_ERR_CONN_RST);
-	return (WOLFSSL_CBIO_ERR_GENERAL);
-}
-
-/* Follow the record framing of n bytes handed to wolfSSL. */
-static void
-rec_track(struct endpoint *ep, const uint8_t *p, size_t n)
-{
-	size_t k;
-
-	while (n > 0) {
-		if (ep->ep_rec_left > 0) {
-			k = n < ep->ep_rec_left ? n : ep->ep_rec_left;
-			ep->ep_rec_left = (uint16_t)(ep->ep_rec_left - k);
-			p += k;
-			n -= k;
-			continue;
-		}
-		/* A header byte: type, version (2), length (2). */
-		if (ep->ep_rec_hlen == 3)
-			ep->ep_rec_hi = *p;
-		if (ep->ep_rec_hlen == 4) {
-			ep->ep_rec_left = (uint16_t)(ep->ep_rec_hi << 8 | *p);
-			ep->ep_rec_hlen = 0;
-		} else
-			ep->ep_rec_hlen++;
-		p++;
-		n--;
-	}
-}
-
-/*
- * The receive callback: tls_recv_raw, plus the record framing, so that an
- * EOF inside a record reaches wolfSSL as a reset, not as a clean close.
- */
-static int
-tls_recv_cb(WOLFSSL *ssl, char *buf, int sz, void *arg)
-{
-	struct endpoint *ep = arg;
-	int r;
-
-	(void)ssl;
-	r = tls_recv_raw(ep, buf, sz);
-	if (r > 0)
-		rec_track(ep, (const uint8_t *)buf, (size_t)r);
-	else if (r == WOLFSSL_CBIO_ERR_CONN_CLOSE &&
-	    (ep->ep_rec_left != 0 || ep->ep_rec_hlen != 0)) {
-		ep->ep_cut = 1;
-		return (WOLFSSL_CBIO_ERR_CONN_RST);
-	}
-	return (r);
-}
-
-int
-tls_flush(struct endpoint *ep)
-{
-	ssize_t n;
-
-	while (ep->ep_wa_off < ep->ep_wa_len) {
-		n = send(ep->ep_fd, ep->ep_wa + ep->ep_wa_off,
-		    ep->ep_wa_len - ep->ep_wa_off, MSG_NOSIGNAL);
-		if (n > 0) {
-			ep->ep_wa_off += (uint32_t)n;
-			continue;
-		}
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			ep->ep_wr_wait = EV_WRITE;
-			return (0);
-		}
-		return (-1);
-	}
-	ep->ep_wa_off = ep->ep_wa_len = 0;
-	relay_buf_put(ep->ep_wa);
-	ep->ep_wa = NULL;
-	return (1);
-}
-
-/*
- * wolfSSL sends each record (and each handshake message) in its own call.
- * This send callback stages them, so a write of four records or a whole
- * handshake flight leaves in one send(); tls_flush() sends what is staged.
- * When the stage is full and the socket will not take more, wolfSSL sees
- * WANT_WRITE and retries the same write later, as it requires.
- */
-static int
-tls_send_cb(WOLFSSL *ssl, char *buf, int sz, void *arg)
-{
-	struct endpoint *ep = arg;
-	size_t room;
-
-	(void)ssl;
-	if (ep->ep_wa == NULL && (ep->ep_wa = relay_buf_get()) == NULL)
-		return (WOLFSSL_CBIO_ERR_GENERAL);
-	room = RELAY_BUFSZ - ep->ep_wa_len;
-	if ((size_t)sz > room) {
-		if (ep->ep_wa_off > 0) {
-			memmove(ep->ep_wa, ep->ep_wa + ep->ep_wa_off,
-			    ep->ep_wa_len - ep->ep_wa_off);
-			ep->ep_wa_len -= ep->ep_wa_off;
-			ep->ep_wa_off = 0;
-		}
-		if (tls_flush(ep) == -1)
-			return (errno == EPIPE || errno == ECONNRESET ?
-			    WOLFSSL_CBIO_ERR_CONN_CLOSE :
-			    WOLFSSL_CBIO_ERR_GENERAL);
-		if (ep->ep_wa == NULL && (ep->ep_wa = relay_buf_get()) == NULL)
-			return (WOLFSSL_CBIO_ERR_GENERAL);
-		room = RELAY_BUFSZ - ep->ep_wa_len;
-		if (room == 0)
-			return (WOLFSSL_CBIO_ERR_WANT_WRITE);
-		if ((size_t)sz > room)
-			sz = (int)room;
-	}
-	memcpy(ep->ep_wa + ep->ep_wa_len, buf, (size_t)sz);
-	ep->ep_wa_len += (uint32_t)sz;
-	return (sz);
-}
 
 int
 tls_setup(struct conn *c, struct endpoint *ep)
@@ -208,13 +30,8 @@ tls_setup(struct conn *c, struct endpoint *ep)
 
 	if ((ssl = wolfSSL_new(certset_ctx(c->c_cs))) == NULL)
 		return (-1);
-	ep->ep_ssl = ssl;
-	if (wolfSSL_set_fd(ssl, ep->ep_fd) != WOLFSSL_SUCCESS)
+	if (endpoint_attach_tls(ep, ssl) == -1)
 		return (-1);
-	wolfSSL_SSLSetIORecv(ssl, tls_recv_cb);
-	wolfSSL_SetIOReadCtx(ssl, ep);
-	wolfSSL_SSLSetIOSend(ssl, tls_send_cb);
-	wolfSSL_SetIOWriteCtx(ssl, ep);
 	wolfSSL_SetCertCbCtx(ssl, c);
 	/* A server route sets ALPN once it has seen the ClientHello. */
 	if (rc->kind != ROUTE_SERVER && rc->alpn.sl_n > 0) {
@@ -362,50 +179,31 @@ offered(const uint8_t *list, size_t len, const char *proto)
 }
 
 /*
- * Read the first record into the endpoint's read-ahead, where tls_recv_cb
- * hands it to wolfSSL.  Bytes are read, not peeked: a record that arrives
- * in pieces waits for the next piece instead of finding the socket
- * readable again at once (a peeked 5-byte header kept the level-triggered
- * event firing until the deadline).  The buffer is the pooled one every
- * handshake reads through, taken once bytes arrive; a record never
- * exceeds it.
+ * Read the first record into the endpoint's read-ahead, where wolfSSL
+ * reads it next.  Bytes are read, not peeked: a record that arrives in
+ * pieces waits for the next piece instead of finding the socket readable
+ * again at once (a peeked 5-byte header kept the level-triggered event
+ * firing until the deadline).  A record never exceeds the buffer.
  * 1 with r set (hello_alpn's verdict), 0 waiting for more, -1 no memory.
  */
 static int
 hello_read(struct endpoint *ep, int *r, const uint8_t **list, size_t *len)
 {
-	size_t room;
-	ssize_t n;
-	uint8_t b;
-
-	if (ep->ep_ra == NULL) {
-		/* A silent peer holds no buffer. */
-		n = recv(ep->ep_fd, &b, 1, MSG_PEEK);
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			ep->ep_rd_wait = EV_READ;
-			return (0);
-		}
-		if ((ep->ep_ra = relay_buf_get()) == NULL)
-			return (-1);
-	}
 	for (;;) {
 		*r = hello_alpn(ep->ep_ra, ep->ep_ra_len, list, len);
 		if (*r != -1)
 			return (1);
-		room = RELAY_BUFSZ - ep->ep_ra_len;
-		n = recv(ep->ep_fd, ep->ep_ra + ep->ep_ra_len, room, 0);
-		if (n > 0) {
-			ep->ep_ra_len += (uint32_t)n;
-			ep->ep_drained = (size_t)n < room;
+		switch (endpoint_fill(ep)) {
+		case 1:
 			continue;
-		}
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			ep->ep_rd_wait = EV_READ;
+		case 0:
 			return (0);
+		case -1:
+			return (-1);
+		default:
+			/* EOF or error: wolfSSL reads what is here first. */
+			return (1);
 		}
-		return (1);	/* EOF or error: wolfSSL reads what is here first */
 	}
 }
 
@@ -475,7 +273,7 @@ tls_handshake(struct conn *c, struct endpoint *ep)
 	 * A staged flight goes out before anything else, also while wolfSSL
 	 * waits to read: the peer answers only once it has the whole flight.
 	 */
-	if (tls_pending(ep) && !ep->ep_wr_wait && tls_flush(ep) == -1) {
+	if (endpoint_pending(ep) && !ep->ep_wr_wait && endpoint_flush(ep) == -1) {
 		snprintf(c->c_reason, sizeof(c->c_reason), "peer closed the "
 		    "connection during the handshake");
 		c->c_result = "failed";
@@ -502,10 +300,10 @@ tls_handshake(struct conn *c, struct endpoint *ep)
 	    wolfSSL_connect(ssl);
 	err = r == WOLFSSL_SUCCESS ? 0 : wolfSSL_get_error(ssl, r);
 	/* Send the flight (or the alert) wolfSSL staged. */
-	if (tls_pending(ep) && tls_flush(ep) == -1 && err == 0)
+	if (endpoint_pending(ep) && endpoint_flush(ep) == -1 && err == 0)
 		err = SOCKET_ERROR_E;
 	if (r == WOLFSSL_SUCCESS && err == 0)
-		return (tls_pending(ep) ? 0 : 1);
+		return (endpoint_pending(ep) ? 0 : 1);
 	if (err == WOLFSSL_ERROR_WANT_READ) {
 		ep->ep_rd_wait = EV_READ;
 		return (0);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../policy/certset.h"
+#include "bufpool.h"
 #include "conn.h"
 #include "linger.h"
 #include "log.h"
@@ -93,7 +94,7 @@ worker_main(void *arg)
 	 * event pending, yet must wait for a wakeup. */
 	event_base_loop(w->w_base, EVLOOP_NO_EXIT_ON_EMPTY);
 	linger_drain();
-	relay_buf_drain();
+	bufpool_drain();
 	certset_thread_done();
 	return (NULL);
 }

@@ -4,7 +4,7 @@
  * The upgrade runs on socketpairs, with link-time wraps (see Makefile.am):
  * tls_setup/tls_handshake succeed without a session (the "TLS" leg stays
  * plaintext), conn_close records the call and frees only the upgrade's
- * state (as the real one does, through mysql_abort), relay_buf_get can be
+ * state (as the real one does, through mysql_abort), bufpool_get can be
  * made to fail, and free() looks at the upgrade's state as it goes.
  */
 #include <sys/socket.h>
@@ -30,24 +30,24 @@
 
 /* ---- the wraps ---------------------------------------------------------- */
 
-uint8_t *__real_relay_buf_get(void);
+uint8_t *__real_bufpool_get(void);
 void __real_free(void *);
-uint8_t *__wrap_relay_buf_get(void);
+uint8_t *__wrap_bufpool_get(void);
 void __wrap_free(void *);
 void __wrap_conn_close(struct conn *, const char *);
 int __wrap_tls_setup(struct conn *, struct endpoint *);
 int __wrap_tls_handshake(struct conn *, struct endpoint *);
 
-static int fail_bufs;		/* relay_buf_get() returns NULL */
+static int fail_bufs;		/* bufpool_get() returns NULL */
 static int closes;		/* conn_close() calls */
 static void *watched;		/* the upgrade's state */
 static int watched_freed;
 static int secret_left;		/* ... held USER or PASS when freed */
 
 uint8_t *
-__wrap_relay_buf_get(void)
+__wrap_bufpool_get(void)
 {
-	return (fail_bufs ? NULL : __real_relay_buf_get());
+	return (fail_bufs ? NULL : __real_bufpool_get());
 }
 
 void
@@ -114,7 +114,6 @@ rig_init(struct rig *r)
 	for (i = 0; i < 2; i++) {
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 		assert_int_equal(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
-		r->c.c_ep[i].ep_conn = &r->c;
 		r->c.c_ep[i].ep_fd = sv[0];
 		if (i == 0)
 			r->client = sv[1];
@@ -137,8 +136,8 @@ rig_done(struct rig *r)
 		close(r->c.c_ep[i].ep_fd);
 	close(r->client);
 	close(r->server);
-	relay_buf_put(r->c.c_up.h_buf);	/* pooled buffers, if any */
-	relay_buf_put(r->c.c_down.h_buf);
+	bufpool_put(r->c.c_up.h_buf);	/* pooled buffers, if any */
+	bufpool_put(r->c.c_down.h_buf);
 }
 
 /* One packet on fd. */
