@@ -225,6 +225,13 @@ conn_accept(struct worker *w, struct route_rt *rt, int fd,
 	/* Reread the certificate files: this connection uses what is on
 	 * disk now (or the last good set when the files are broken). */
 	c->c_cs = certsrc_acquire(rt->rt_certs);
+	c->c_tlsp.tp_ctx = certset_ctx(c->c_cs);
+	c->c_tlsp.tp_kind = rt->rt_conf->kind == ROUTE_SERVER ? TLS_SERVER :
+	    TLS_CLIENT;
+	c->c_tlsp.tp_alpn = &rt->rt_conf->alpn;
+	c->c_tlsp.tp_sni = rt->rt_sni;
+	c->c_tlsp.tp_server_name = rt->rt_conf->sec.server_name;
+	c->c_tlsp.tp_rules = &rt->rt_rules;
 
 	/* A MySQL client hears about any failure from now on as an ERR. */
 	if (rt->rt_conf->kind == ROUTE_MYSQL && mysql_begin(c) == -1) {
@@ -232,7 +239,7 @@ conn_accept(struct worker *w, struct route_rt *rt, int fd,
 		return;
 	}
 	if (rt->rt_conf->kind == ROUTE_SERVER) {
-		if (tls_setup(c, &c->c_ep[0]) == -1) {
+		if (tls_setup(&c->c_tls, &c->c_ep[0], &c->c_tlsp) == -1) {
 			conn_fail(c, "failed", "cannot create a TLS session");
 			return;
 		}
@@ -305,16 +312,19 @@ static void
 conn_step(struct conn *c)
 {
 	enum conn_state before;
+	enum tls_status st;
 	int r;
 
 	do {
 		before = c->c_state;
 		switch (c->c_state) {
 		case CS_HANDSHAKE:
-			r = tls_handshake(c, tls_side(c));
-			if (r == -1)
-				return;		/* closed */
-			if (r == 0)
+			st = tls_handshake(&c->c_tls, tls_side(c));
+			if (st == TLS_FAIL) {
+				conn_tls_failed(c);
+				return;
+			}
+			if (st == TLS_WAIT)
 				break;
 			conn_set_state(c, c->c_route->rt_conf->kind ==
 			    ROUTE_SERVER ? CS_CONNECTING : CS_RELAY);
@@ -333,7 +343,8 @@ conn_step(struct conn *c)
 				conn_set_state(c, CS_MYSQL);
 				break;
 			}
-			if (tls_setup(c, &c->c_ep[1]) == -1) {
+			if (tls_setup(&c->c_tls, &c->c_ep[1], &c->c_tlsp) ==
+			    -1) {
 				conn_fail(c, "failed", "cannot create a TLS "
 				    "session");
 				return;
@@ -373,6 +384,22 @@ conn_step(struct conn *c)
 }
 
 void
+conn_tls_failed(struct conn *c)
+{
+	const struct tls_verdict *v = &c->c_tls.ts_v;
+
+	c->c_result = v->tv_denied ? "denied" : "failed";
+	switch (v->tv_why) {
+	case TLS_WHY_POLICY:	c->c_why = WHY_POLICY; break;
+	case TLS_WHY_VERIFY:	c->c_why = WHY_VERIFY; break;
+	case TLS_WHY_NOCERT:	c->c_why = WHY_NOCERT; break;
+	case TLS_WHY_HANDSHAKE:	c->c_why = WHY_HANDSHAKE; break;
+	case TLS_WHY_NONE:	break;
+	}
+	conn_close(c, v->tv_reason[0] != '\0' ? v->tv_reason : NULL);
+}
+
+void
 conn_fail(struct conn *c, const char *result, const char *fmt, ...)
 {
 	va_list ap;
@@ -408,14 +435,15 @@ conn_log(struct conn *c)
 	log_begin(&l, lv, ev);
 	log_str(&l, "route", rc->name);
 	log_str(&l, "peer", c->c_peer);
-	log_str(&l, "cn", c->c_cn[0] ? c->c_cn : NULL);
+	log_str(&l, "cn", c->c_tls.ts_v.tv_cn[0] ? c->c_tls.ts_v.tv_cn : NULL);
 	if (ev[0] == 'd') {
 		char rules[512];
-		log_str(&l, "sans", c->c_sans);
+		log_str(&l, "sans", c->c_tls.ts_v.tv_sans);
 		policy_describe(&c->c_route->rt_rules, rules, sizeof(rules));
 		log_str(&l, "allowed", rules);
 	}
-	tls_log_fields(c, &l);
+	if (c->c_state != CS_HANDSHAKE)
+		tls_log_fields(tls_side(c), &l);
 	log_int(&l, "bytes_in", (int64_t)c->c_up.h_bytes);
 	log_int(&l, "bytes_out", (int64_t)c->c_down.h_bytes);
 	log_int(&l, "dur_ms", now_ms() - c->c_start_ms);

@@ -19,6 +19,7 @@
 
 #include "bufpool.h"
 #include "endpoint.h"
+#include "tls.h"
 
 struct route_rt;
 struct worker;
@@ -89,13 +90,12 @@ struct conn {
 	int64_t			 c_halfclosed_ms; /* 0 until one half is done */
 	int64_t			 c_timer_at;	/* when c_timer fires, 0 = idle */
 	char			 c_peer[64];
-	char			 c_cn[256];
-	char			 c_sans[256];
 	char			 c_reason[200];
 	const char		*c_result;	/* "allowed", "denied", "failed" */
 	enum conn_why		 c_why;
 	struct mysql_state	*c_my;		/* mysql routes, until relaying */
-	int			 c_alpn_done;	/* server: ALPN chosen */
+	struct tls_params	 c_tlsp;	/* for the TLS side's session */
+	struct tls_session	 c_tls;
 	int			 c_abort;	/* a corrupt or cut TLS stream: the
 						 * plaintext side gets a reset */
 	struct event		 c_more;	/* the relay spent its budget: go
@@ -128,17 +128,10 @@ int relay_pump(struct conn *);
 /* relay_interest(c, ep): the events endpoint ep waits for while relaying. */
 short relay_interest(const struct conn *, const struct endpoint *);
 
-/* tls_verify_cb: the identity policy inside the handshake (certset). */
-int tls_verify_cb(int, WOLFSSL_X509_STORE_CTX *);
-
-/* tls_setup(c, ep): a WOLFSSL for ep from c's set: ALPN, SNI, hostname. */
-int tls_setup(struct conn *, struct endpoint *);
-
-/* tls_handshake(c, ep): 1 done, 0 in progress (waits set), -1 failed. */
-int tls_handshake(struct conn *, struct endpoint *);
-
-/* tls_describe_end(c, l): TLS fields for the connection's log line. */
-struct logline;
-void tls_log_fields(const struct conn *, struct logline *);
+/*
+ * conn_tls_failed(c): the TLS side's handshake failed: close c with the
+ * session's verdict (denied or failed, and why).
+ */
+void conn_tls_failed(struct conn *);
 
 #endif

@@ -778,14 +778,19 @@ step_once(struct conn *c)
 		if (ms->ms_inlen[SRV] != 0 || c->c_ep[SRV].ep_ra_len != 0)
 			return (fail(c, "internal error: server bytes read "
 			    "before TLS"));
-		if (tls_setup(c, &c->c_ep[SRV]) == -1)
+		if (tls_setup(&c->c_tls, &c->c_ep[SRV], &c->c_tlsp) == -1)
 			return (fail(c, "cannot create a TLS session"));
 		ms->ms_phase = MY_TLS;
 		return (1);
 	case MY_TLS:
-		r = tls_handshake(c, &c->c_ep[SRV]);
-		if (r <= 0)
-			return (r == -1 ? -2 : moved);	/* -2: closed */
+		switch (tls_handshake(&c->c_tls, &c->c_ep[SRV])) {
+		case TLS_WAIT:
+			return (moved);
+		case TLS_FAIL:
+			return (-2);
+		case TLS_DONE:
+			break;
+		}
 		if (queue(ms, SRV, ms->ms_login, ms->ms_loginlen) == -1)
 			return (-1);
 		explicit_bzero(ms->ms_login, sizeof(ms->ms_login));
@@ -814,8 +819,10 @@ mysql_step(struct conn *c)
 	int r;
 
 	do {
-		if ((r = step_once(c)) == -2)
-			return (-1);		/* tls_handshake closed it */
+		if ((r = step_once(c)) == -2) {
+			conn_tls_failed(c);	/* the handshake failed */
+			return (-1);
+		}
 		if (r == -1)
 			goto err;
 	} while (r == 1);

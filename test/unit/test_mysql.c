@@ -35,8 +35,9 @@ void __real_free(void *);
 uint8_t *__wrap_bufpool_get(void);
 void __wrap_free(void *);
 void __wrap_conn_close(struct conn *, const char *);
-int __wrap_tls_setup(struct conn *, struct endpoint *);
-int __wrap_tls_handshake(struct conn *, struct endpoint *);
+int __wrap_tls_setup(struct tls_session *, struct endpoint *,
+    const struct tls_params *);
+enum tls_status __wrap_tls_handshake(struct tls_session *, struct endpoint *);
 
 static int fail_bufs;		/* bufpool_get() returns NULL */
 static int closes;		/* conn_close() calls */
@@ -74,19 +75,21 @@ __wrap_conn_close(struct conn *c, const char *reason)
 }
 
 int
-__wrap_tls_setup(struct conn *c, struct endpoint *ep)
+__wrap_tls_setup(struct tls_session *ts, struct endpoint *ep,
+    const struct tls_params *p)
 {
-	(void)c;
+	(void)ts;
 	(void)ep;
+	(void)p;
 	return (0);
 }
 
-int
-__wrap_tls_handshake(struct conn *c, struct endpoint *ep)
+enum tls_status
+__wrap_tls_handshake(struct tls_session *ts, struct endpoint *ep)
 {
-	(void)c;
+	(void)ts;
 	(void)ep;
-	return (1);
+	return (TLS_DONE);
 }
 
 /* ---- a connection on socketpairs ---------------------------------------- */
