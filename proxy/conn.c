@@ -19,6 +19,7 @@
 #include "linger.h"
 #include "log.h"
 #include "mysql.h"
+#include "relay.h"
 #include "route.h"
 #include "util.h"
 #include "worker.h"
@@ -210,10 +211,7 @@ conn_accept(struct worker *w, struct route_rt *rt, int fd,
 		event_assign(&c->c_side[i].cs_ev, w->w_base, -1, 0, ep_cb,
 		    &c->c_side[i]);
 	}
-	c->c_up.h_src = &c->c_ep[0];
-	c->c_up.h_dst = &c->c_ep[1];
-	c->c_down.h_src = &c->c_ep[1];
-	c->c_down.h_dst = &c->c_ep[0];
+	relay_init(&c->c_relay, &c->c_ep[0], &c->c_ep[1]);
 	evtimer_assign(&c->c_timer, w->w_base, timer_cb, c);
 	event_assign(&c->c_more, w->w_base, -1, 0, more_cb, c);
 	c->c_start_ms = c->c_io_ms = now_ms();
@@ -298,7 +296,7 @@ conn_arm(struct conn *c)
 			want = ep->ep_rd_wait | ep->ep_wr_wait;
 			break;
 		case CS_RELAY:
-			want = relay_interest(c, ep);
+			want = relay_interest(&c->c_relay, ep);
 			break;
 		default:
 			want = 0;
@@ -360,18 +358,25 @@ conn_step(struct conn *c)
 			break;
 		case CS_RELAY:
 			c->c_io_ms = now_ms();
-			if ((r = relay_pump(c)) == -1)
-				return;		/* closed */
-			if (r == 1)
+			switch (relay_pump(&c->c_relay)) {
+			case RELAY_FAILED:
+				c->c_abort = c->c_relay.r_abort;
+				conn_close(c, c->c_relay.r_reason);
+				return;
+			case RELAY_DONE:
+				/* A direction that died keeps its reason. */
+				conn_close(c, c->c_relay.r_reason[0] ?
+				    c->c_relay.r_reason : "eof");
+				return;
+			case RELAY_MORE:
 				/* Budget spent: the other connections of
 				 * this worker first, then on from here. */
 				event_active(&c->c_more, 0, 0);
-			if (c->c_up.h_done && c->c_down.h_done) {
-				/* A direction that died keeps its reason. */
-				conn_close(c, c->c_reason[0] ? NULL : "eof");
-				return;
+				break;
+			case RELAY_BLOCKED:
+				break;
 			}
-			if ((c->c_up.h_done || c->c_down.h_done) &&
+			if (relay_half_closed(&c->c_relay) &&
 			    c->c_halfclosed_ms == 0)
 				c->c_halfclosed_ms = now_ms();
 			break;
@@ -444,8 +449,8 @@ conn_log(struct conn *c)
 	}
 	if (c->c_state != CS_HANDSHAKE)
 		tls_log_fields(tls_side(c), &l);
-	log_int(&l, "bytes_in", (int64_t)c->c_up.h_bytes);
-	log_int(&l, "bytes_out", (int64_t)c->c_down.h_bytes);
+	log_int(&l, "bytes_in", (int64_t)c->c_relay.r_up.h_bytes);
+	log_int(&l, "bytes_out", (int64_t)c->c_relay.r_down.h_bytes);
 	log_int(&l, "dur_ms", now_ms() - c->c_start_ms);
 	log_str(&l, "reason", c->c_reason);
 	log_end(&l);
@@ -499,8 +504,8 @@ conn_count(struct conn *c)
 	case WHY_CONNECT:	atomic_fetch_add(&st->rs_fail_connect, 1); break;
 	case WHY_NONE:		break;
 	}
-	atomic_fetch_add(&st->rs_bytes_in, c->c_up.h_bytes);
-	atomic_fetch_add(&st->rs_bytes_out, c->c_down.h_bytes);
+	atomic_fetch_add(&st->rs_bytes_in, c->c_relay.r_up.h_bytes);
+	atomic_fetch_add(&st->rs_bytes_out, c->c_relay.r_down.h_bytes);
 	for (b = 0; b < DUR_BUCKETS; b++)
 		if ((double)dur / 1000.0 <= route_dur_bounds[b])
 			break;
@@ -546,8 +551,7 @@ conn_close(struct conn *c, const char *reason)
 			close(ep->ep_fd);
 		}
 	}
-	bufpool_put(c->c_up.h_buf);
-	bufpool_put(c->c_down.h_buf);
+	relay_free(&c->c_relay);
 	certset_release(c->c_cs);
 	worker_conn_del(c->c_worker, c);
 	c->c_magic = 0;

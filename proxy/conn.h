@@ -19,6 +19,7 @@
 
 #include "bufpool.h"
 #include "endpoint.h"
+#include "relay.h"
 #include "tls.h"
 
 struct route_rt;
@@ -27,13 +28,6 @@ struct certset;
 struct mysql_state;
 
 #define CONN_MAGIC	0x636f6e6eU	/* "conn" */
-/* Plaintext read per round: four TLS records, whose framing still fits in
- * one pooled buffer of staged TLS output. */
-#define RELAY_READMAX	(BUFPOOL_SZ - 1024)
-/* Bytes one connection may move per wakeup before its worker serves the
- * others (relay_pump returns 1, the connection is woken again). */
-#define RELAY_BUDGET	(1024 * 1024)
-
 /* Why a connection was refused or failed, for metrics. */
 enum conn_why {
 	WHY_NONE = 0,
@@ -61,18 +55,6 @@ struct conn_side {
 	short		 cs_armed;	/* EV_READ|EV_WRITE in the event base */
 };
 
-struct half {
-	struct endpoint	*h_src;
-	struct endpoint	*h_dst;
-	uint8_t		*h_buf;		/* NULL while empty: memory on demand */
-	size_t		 h_off;
-	size_t		 h_len;
-	uint64_t	 h_bytes;
-	unsigned	 h_done:1;	/* EOF passed on to h_dst, or h_dead */
-	unsigned	 h_dead:1;	/* h_dst refused a write: nothing more
-					 * goes this way, h_src is not read */
-};
-
 struct conn {
 	uint32_t		 c_magic;
 	enum conn_state		 c_state;
@@ -80,8 +62,7 @@ struct conn {
 	struct worker		*c_worker;
 	struct endpoint		 c_ep[2];
 	struct conn_side	 c_side[2];	/* their events */
-	struct half		 c_up;
-	struct half		 c_down;
+	struct relay		 c_relay;
 	struct certset		*c_cs;
 	struct event		 c_timer;
 	int64_t			 c_start_ms;
@@ -117,16 +98,6 @@ void conn_close(struct conn *, const char *);
 /* conn_fail(c, result, fmt, ...): record why, then conn_close(). */
 void conn_fail(struct conn *, const char *, const char *, ...)
     __attribute__((format(printf, 3, 4)));
-
-/*
- * relay_pump(c): move bytes both ways until every side would block (0), or
- * until RELAY_BUDGET bytes moved in this call (1: call again soon).  -1
- * when the connection was closed.
- */
-int relay_pump(struct conn *);
-
-/* relay_interest(c, ep): the events endpoint ep waits for while relaying. */
-short relay_interest(const struct conn *, const struct endpoint *);
 
 /*
  * conn_tls_failed(c): the TLS side's handshake failed: close c with the

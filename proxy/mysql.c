@@ -47,6 +47,7 @@
 #include "endpoint.h"
 #include "log.h"
 #include "mysql.h"
+#include "relay.h"
 #include "route.h"
 
 #define CLIENT_PROTOCOL_41	0x00000200U
@@ -719,7 +720,7 @@ static int
 finish(struct conn *c)
 {
 	struct mysql_state *ms = c->c_my;
-	struct half *h[2] = { &c->c_up, &c->c_down };
+	struct half *h[2] = { &c->c_relay.r_up, &c->c_relay.r_down };
 	int leg;
 
 	for (leg = CLI; leg <= SRV; leg++) {

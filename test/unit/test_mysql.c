@@ -123,8 +123,7 @@ rig_init(struct rig *r)
 		else
 			r->server = sv[1];
 	}
-	r->c.c_up.h_src = r->c.c_down.h_dst = &r->c.c_ep[0];
-	r->c.c_up.h_dst = r->c.c_down.h_src = &r->c.c_ep[1];
+	relay_init(&r->c.c_relay, &r->c.c_ep[0], &r->c.c_ep[1]);
 	fail_bufs = closes = watched_freed = secret_left = 0;
 	assert_int_equal(mysql_begin(&r->c), 0);
 	watched = r->c.c_my;
@@ -139,8 +138,8 @@ rig_done(struct rig *r)
 		close(r->c.c_ep[i].ep_fd);
 	close(r->client);
 	close(r->server);
-	bufpool_put(r->c.c_up.h_buf);	/* pooled buffers, if any */
-	bufpool_put(r->c.c_down.h_buf);
+	bufpool_put(r->c.c_relay.r_up.h_buf);	/* pooled buffers, if any */
+	bufpool_put(r->c.c_relay.r_down.h_buf);
 }
 
 /* One packet on fd. */
@@ -262,8 +261,8 @@ test_finish_wipes_login_and_password(void **state)
 	assert_int_equal(closes, 0);
 	assert_false(secret_left);
 	/* The bytes behind the OK were handed to the relay. */
-	assert_non_null(r.c.c_down.h_buf);
-	assert_int_equal(r.c.c_down.h_len, 5);
+	assert_non_null(r.c.c_relay.r_down.h_buf);
+	assert_int_equal(r.c.c_relay.r_down.h_len, 5);
 	rig_done(&r);
 }
 
