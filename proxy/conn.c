@@ -25,6 +25,7 @@
 #include "worker.h"
 
 static void conn_step(struct conn *);
+static void conn_tls_failed(struct conn *);
 static void ep_cb(evutil_socket_t, short, void *);
 
 static const char *state_names[] = {
@@ -232,9 +233,18 @@ conn_accept(struct worker *w, struct route_rt *rt, int fd,
 	c->c_tlsp.tp_rules = &rt->rt_rules;
 
 	/* A MySQL client hears about any failure from now on as an ERR. */
-	if (rt->rt_conf->kind == ROUTE_MYSQL && mysql_begin(c) == -1) {
-		conn_fail(c, "failed", "out of memory");
-		return;
+	if (rt->rt_conf->kind == ROUTE_MYSQL) {
+		struct mysql_params mp;
+
+		mp.mp_ep[MYSQL_CLIENT] = &c->c_ep[0];
+		mp.mp_ep[MYSQL_SERVER] = &c->c_ep[1];
+		mp.mp_tls = &c->c_tls;
+		mp.mp_tlsp = c->c_tlsp;
+		mp.mp_target = rt->rt_conf->target;
+		if ((c->c_my = mysql_begin(&mp)) == NULL) {
+			conn_fail(c, "failed", "out of memory");
+			return;
+		}
 	}
 	if (rt->rt_conf->kind == ROUTE_SERVER) {
 		if (tls_setup(&c->c_tls, &c->c_ep[0], &c->c_tlsp) == -1) {
@@ -305,6 +315,22 @@ conn_arm(struct conn *c)
 	}
 }
 
+/* The MySQL upgrade is over: what it read beyond it goes on by relay. */
+static void
+conn_mysql_done(struct conn *c)
+{
+	uint8_t *b;
+	size_t n;
+
+	if ((b = mysql_take(c->c_my, MYSQL_CLIENT, &n)) != NULL)
+		relay_give(&c->c_relay, &c->c_relay.r_up, b, n);
+	if ((b = mysql_take(c->c_my, MYSQL_SERVER, &n)) != NULL)
+		relay_give(&c->c_relay, &c->c_relay.r_down, b, n);
+	mysql_end(c->c_my, NULL);
+	c->c_my = NULL;
+	conn_set_state(c, CS_RELAY);
+}
+
 /* Advance the state machine as far as it goes without blocking. */
 static void
 conn_step(struct conn *c)
@@ -350,11 +376,20 @@ conn_step(struct conn *c)
 			conn_set_state(c, CS_HANDSHAKE);
 			break;
 		case CS_MYSQL:
-			r = mysql_step(c);
-			if (r == -1)
-				return;		/* closed */
-			if (r == 1)
-				conn_set_state(c, CS_RELAY);
+			switch (mysql_step(c->c_my)) {
+			case MYSQL_WAIT:
+				break;
+			case MYSQL_DONE:
+				conn_mysql_done(c);
+				break;
+			case MYSQL_FAIL:
+				conn_fail(c, "failed", "%s",
+				    mysql_reason(c->c_my));
+				return;
+			case MYSQL_TLS_FAIL:
+				conn_tls_failed(c);
+				return;
+			}
 			break;
 		case CS_RELAY:
 			c->c_io_ms = now_ms();
@@ -388,7 +423,8 @@ conn_step(struct conn *c)
 	conn_timer_update(c);
 }
 
-void
+/* The TLS side's handshake failed: close with the session's verdict. */
+static void
 conn_tls_failed(struct conn *c)
 {
 	const struct tls_verdict *v = &c->c_tls.ts_v;
@@ -526,7 +562,15 @@ conn_close(struct conn *c, const char *reason)
 		snprintf(c->c_reason, sizeof(c->c_reason), "closed");
 	conn_log(c);
 	conn_count(c);
-	mysql_abort(c);		/* the MySQL client hears why, as an ERR */
+	if (c->c_my != NULL) {
+		char msg[512];
+
+		/* The MySQL client hears why, as an ERR. */
+		snprintf(msg, sizeof(msg), "dmtls (route %s): %s",
+		    rt->rt_conf->name, c->c_reason);
+		mysql_end(c->c_my, msg);
+		c->c_my = NULL;
+	}
 
 	event_del(&c->c_timer);
 	event_del(&c->c_more);

@@ -25,7 +25,7 @@
 struct route_rt;
 struct worker;
 struct certset;
-struct mysql_state;
+struct mysql;
 
 #define CONN_MAGIC	0x636f6e6eU	/* "conn" */
 /* Why a connection was refused or failed, for metrics. */
@@ -74,7 +74,7 @@ struct conn {
 	char			 c_reason[200];
 	const char		*c_result;	/* "allowed", "denied", "failed" */
 	enum conn_why		 c_why;
-	struct mysql_state	*c_my;		/* mysql routes, until relaying */
+	struct mysql		*c_my;		/* mysql routes, until relaying */
 	struct tls_params	 c_tlsp;	/* for the TLS side's session */
 	struct tls_session	 c_tls;
 	int			 c_abort;	/* a corrupt or cut TLS stream: the
@@ -98,11 +98,5 @@ void conn_close(struct conn *, const char *);
 /* conn_fail(c, result, fmt, ...): record why, then conn_close(). */
 void conn_fail(struct conn *, const char *, const char *, ...)
     __attribute__((format(printf, 3, 4)));
-
-/*
- * conn_tls_failed(c): the TLS side's handshake failed: close c with the
- * session's verdict (denied or failed, and why).
- */
-void conn_tls_failed(struct conn *);
 
 #endif

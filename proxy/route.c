@@ -20,7 +20,7 @@
 #include "../policy/policy.h"
 #include "conn.h"
 #include "log.h"
-#include "mysql.h"
+#include "mysqlkey.h"
 #include "route.h"
 #include "worker.h"
 
@@ -165,7 +165,7 @@ route_new(struct route_conf *rc, char *err, size_t errlen)
 	p.log = certs_log;
 	if ((rt->rt_certs = certsrc_new(&p, err, errlen)) == NULL)
 		goto fail;
-	if (rc->kind == ROUTE_MYSQL && mysql_keys_init(err, errlen) == -1)
+	if (rc->kind == ROUTE_MYSQL && mysqlkey_init(err, errlen) == -1)
 		goto fail;
 	if ((rt->rt_stats = route_stats_get(rc->name ? rc->name : "")) ==
 	    NULL) {
