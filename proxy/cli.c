@@ -15,10 +15,10 @@
 #include "cli.h"
 #include "conf.h"
 #include "conffile.h"
+#include "daemon.h"
 #include "log.h"
 #include "route.h"
 #include "util.h"
-#include "worker.h"
 
 enum {
 	O_LISTEN = 256, O_TARGET, O_CA, O_CERT, O_KEY, O_ALLOWED_CN,

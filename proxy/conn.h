@@ -1,33 +1,41 @@
 /*
- * conn.h: one proxied connection: two endpoints, two direction halves, one
- * explicit state and one way out (conn_close).
+ * conn.h: one proxied connection: two endpoints, one explicit state, its
+ * timers, and one way out (conn_close), the only place a connection is
+ * closed.  What it needs from its route comes in as parameters; the owner
+ * hears of the end through the callback it gave.
  *
  * Endpoint 0 is the side dmtls accepted; endpoint 1 is the side it dialled.
- * On a server route endpoint 0 speaks TLS, on a client route endpoint 1 does.
- * The "up" half carries bytes from endpoint 0 to endpoint 1, "down" the rest.
+ * On a server route endpoint 0 speaks TLS, on client and mysql routes
+ * endpoint 1 does.
  */
 #ifndef DMTLS_CONN_H
 #define DMTLS_CONN_H
 
 #include <sys/queue.h>
+#include <sys/socket.h>
 #include <stdint.h>
 
 #include <event2/event.h>
 #include <event2/event_struct.h>
-#include <wolfssl/options.h>
-#include <wolfssl/ssl.h>
 
-#include "bufpool.h"
+#include "conf.h"
 #include "endpoint.h"
 #include "relay.h"
 #include "tls.h"
 
-struct route_rt;
-struct worker;
+struct addr;
 struct certset;
+struct certsrc;
+struct conn;
 struct mysql;
+struct policy_rules;
+struct strlist;
 
 #define CONN_MAGIC	0x636f6e6eU	/* "conn" */
+
+/* How a connection ended. */
+enum conn_result { CONN_ALLOWED = 0, CONN_DENIED, CONN_FAILED };
+
 /* Why a connection was refused or failed, for metrics. */
 enum conn_why {
 	WHY_NONE = 0,
@@ -37,6 +45,46 @@ enum conn_why {
 	WHY_TIMEOUT,		/* handshake deadline */
 	WHY_HANDSHAKE,		/* any other handshake failure */
 	WHY_CONNECT		/* target unreachable */
+};
+
+/* What the owner learns when a connection ends. */
+struct conn_end {
+	struct conn		*ce_conn;
+	enum conn_result	 ce_result;
+	enum conn_why		 ce_why;
+	uint64_t		 ce_bytes_in;	/* from the accepted side */
+	uint64_t		 ce_bytes_out;	/* to the accepted side */
+	int64_t			 ce_dur_ms;
+};
+
+/*
+ * conn_end_cb(arg, end): the connection ended.  Called once, from
+ * conn_close(), after the log line and before the sockets are closed;
+ * from then on the connection touches nothing its parameters point at.
+ */
+typedef void conn_end_cb(void *, const struct conn_end *);
+
+/*
+ * What a connection is told to do.  The pointers must stay valid until
+ * its end callback has been called.
+ */
+struct conn_params {
+	struct event_base	*cp_base;	/* the loop it runs in */
+	enum route_kind		 cp_kind;
+	const char		*cp_name;	/* the route's, for logs */
+	const char		*cp_target;	/* as written, for reasons */
+	const struct addr	*cp_addr;	/* the target, resolved */
+	long			 cp_handshake_ms;
+	long			 cp_connect_ms;
+	long			 cp_idle_ms;	/* 0 = none */
+	long			 cp_close_ms;
+	struct certsrc		*cp_certs;	/* a set is acquired per conn */
+	const struct policy_rules *cp_rules;
+	const struct strlist	*cp_alpn;
+	const char		*cp_sni;	/* client/mysql: "" for none */
+	const char		*cp_server_name; /* client/mysql, or NULL */
+	conn_end_cb		*cp_end;
+	void			*cp_arg;
 };
 
 enum conn_state {
@@ -58,8 +106,7 @@ struct conn_side {
 struct conn {
 	uint32_t		 c_magic;
 	enum conn_state		 c_state;
-	struct route_rt		*c_route;
-	struct worker		*c_worker;
+	struct conn_params	 c_p;
 	struct endpoint		 c_ep[2];
 	struct conn_side	 c_side[2];	/* their events */
 	struct relay		 c_relay;
@@ -72,7 +119,7 @@ struct conn {
 	int64_t			 c_timer_at;	/* when c_timer fires, 0 = idle */
 	char			 c_peer[64];
 	char			 c_reason[200];
-	const char		*c_result;	/* "allowed", "denied", "failed" */
+	enum conn_result	 c_result;
 	enum conn_why		 c_why;
 	struct mysql		*c_my;		/* mysql routes, until relaying */
 	struct tls_params	 c_tlsp;	/* for the TLS side's session */
@@ -81,22 +128,31 @@ struct conn {
 						 * plaintext side gets a reset */
 	struct event		 c_more;	/* the relay spent its budget: go
 						 * on from the event loop */
-	TAILQ_ENTRY(conn)	 c_entry;
+	TAILQ_ENTRY(conn)	 c_entry;	/* for the owner's list */
 };
 
-/* conn_accept(w, rt, fd, sa, salen): take over an accepted socket. */
-void conn_accept(struct worker *, struct route_rt *, int,
+/*
+ * conn_new(p, fd, sa, salen): a connection for the accepted socket fd
+ * (peer address sa), not started yet.  NULL when out of memory: fd is
+ * closed and the end callback is not called.
+ */
+struct conn *conn_new(const struct conn_params *, int,
     const struct sockaddr *, socklen_t);
 
 /*
+ * conn_start(c): reread the certificates and go: handshake or connect.
+ * From here on the end callback is called exactly once, perhaps before
+ * conn_start returns.
+ */
+void conn_start(struct conn *);
+
+/*
  * conn_close(c, reason): the one teardown: logs the end of the connection,
- * frees whatever exists (safe on a half-built connection) and releases the
- * route's slot.  reason NULL keeps a reason already recorded.
+ * calls the end callback, closes the sockets (a reset where a stream was
+ * cut, a lingering close where the client may still send) and frees
+ * whatever exists (safe on a half-built connection).  reason NULL keeps a
+ * reason already recorded.
  */
 void conn_close(struct conn *, const char *);
-
-/* conn_fail(c, result, fmt, ...): record why, then conn_close(). */
-void conn_fail(struct conn *, const char *, const char *, ...)
-    __attribute__((format(printf, 3, 4)));
 
 #endif

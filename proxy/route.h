@@ -15,6 +15,7 @@
 #include "../policy/policy.h"
 #include "addr.h"
 #include "conf.h"
+#include "conn.h"
 
 struct certsrc;
 struct worker;
@@ -22,7 +23,8 @@ struct worker;
 /* A route's listening socket in one worker. */
 struct listener {
 	struct route_rt	*l_rt;
-	struct worker	*l_w;
+	struct worker	*l_w;		/* NULL once it stopped listening */
+	struct worker	*l_home;	/* the worker, for conns it accepted */
 	int		 l_fd;
 	int		 l_owned;	/* close l_fd on stop */
 	int		 l_paused;
@@ -72,6 +74,7 @@ struct route_rt {
 	struct addr		 rt_listen;
 	struct addr		 rt_target;
 	char			 rt_sni[256];	/* "" when no SNI is sent */
+	struct conn_params	 rt_cp;		/* what its connections get */
 	atomic_int		 rt_refs;	/* the config's + one per conn */
 	struct route_stats	*rt_stats;
 	struct listener		*rt_lst;	/* one per worker */
@@ -120,9 +123,6 @@ int route_listen(struct route_rt *, struct worker *);
 
 /* route_stop_listening(rt, w): stop accepting in worker w, close sockets. */
 void route_stop_listening(struct route_rt *, struct worker *);
-
-/* route_conn_done(rt): a connection ended; wake paused listeners. */
-void route_conn_done(struct route_rt *);
 
 /* route_free(rt): free now (start-up errors, or the last reference). */
 void route_free(struct route_rt *);

@@ -25,10 +25,10 @@
 #include "../policy/certset.h"
 #include "../policy/policy.h"
 #include "addr.h"
+#include "daemon.h"
 #include "log.h"
 #include "route.h"
 #include "status.h"
-#include "worker.h"
 
 /*
  * DESIGN 7's bounds.  A connection carries one request: its head (request

@@ -3,9 +3,10 @@
  *
  * The upgrade runs on socketpairs, with link-time wraps (see Makefile.am):
  * tls_setup/tls_handshake succeed without a session (the "TLS" leg stays
- * plaintext), conn_close records the call and frees only the upgrade's
- * state (as the real one does, through mysql_abort), bufpool_get can be
- * made to fail, and free() looks at the upgrade's state as it goes.
+ * plaintext), bufpool_get can be made to fail, and free() looks at the
+ * upgrade's state as it goes.  The test plays the connection: it takes
+ * what the upgrade leaves for the relay and ends it with mysql_end(), as
+ * conn.c's one close does.
  */
 #include <sys/socket.h>
 
