@@ -437,7 +437,85 @@ say(const struct certsrc *src, int warn, const char *event, const char *fmt,
 }
 
 /*
- * Build a set from the bytes in files.  Returns the set (one reference), or
+ * The TLS context of a set from the checked bytes in files: TLS 1.2 at
+ * least, AEAD ciphers, the key exchange groups, ssl-ca to verify peers,
+ * ssl-cert and ssl-key to show them, the verify mode and callback.  NULL
+ * with the flag index in *bad and the reason in err.
+ */
+static WOLFSSL_CTX *
+ctx_build(const struct certsrc *src, const struct filebuf *files, int *bad,
+    char *err, size_t errlen)
+{
+	const struct certsrc_params *p = &src->src_p;
+	WOLFSSL_CTX *ctx;
+	int mode;
+
+	*bad = F_CA;
+	ctx = wolfSSL_CTX_new(p->tls_server ? wolfSSLv23_server_method() :
+	    wolfSSLv23_client_method());
+	if (ctx == NULL) {
+		snprintf(err, errlen, "cannot create a TLS context");
+		return (NULL);
+	}
+	wolfSSL_CTX_SetMinVersion(ctx, WOLFSSL_TLSV1_2);
+	/* One send() per handshake flight, not one per message. */
+	wolfSSL_CTX_set_group_messages(ctx);
+	if (wolfSSL_CTX_set_cipher_list(ctx, AEAD_CIPHERS) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "cannot set the AEAD cipher list");
+		goto fail;
+	}
+	if (set_groups(ctx, p->tls_server) == -1) {
+		snprintf(err, errlen, "cannot set the key exchange groups");
+		goto fail;
+	}
+	if (wolfSSL_CTX_load_verify_buffer(ctx, files[F_CA].fb_buf,
+	    (long)files[F_CA].fb_len, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "holds no usable CA certificate");
+		goto fail;
+	}
+	if (src->src_path[F_CERT] != NULL) {
+		*bad = F_CERT;
+		if (wolfSSL_CTX_use_certificate_chain_buffer(ctx,
+		    files[F_CERT].fb_buf, (long)files[F_CERT].fb_len) !=
+		    WOLFSSL_SUCCESS) {
+			snprintf(err, errlen, "is not a usable certificate "
+			    "chain");
+			goto fail;
+		}
+		*bad = F_KEY;
+		if (wolfSSL_CTX_use_PrivateKey_buffer(ctx, files[F_KEY].fb_buf,
+		    (long)files[F_KEY].fb_len, WOLFSSL_FILETYPE_PEM) !=
+		    WOLFSSL_SUCCESS) {
+			snprintf(err, errlen, "holds no usable private key");
+			goto fail;
+		}
+		if (wolfSSL_CTX_check_private_key(ctx) != WOLFSSL_SUCCESS) {
+			snprintf(err, errlen, "does not match ssl-cert %s",
+			    src->src_path[F_CERT]);
+			goto fail;
+		}
+	}
+	mode = WOLFSSL_VERIFY_PEER;
+	if (p->tls_server) {
+		mode = p->verify_client ? WOLFSSL_VERIFY_PEER |
+		    WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT : WOLFSSL_VERIFY_NONE;
+		/* No session tickets or cache: every connection proves its
+		 * certificate again, so a rotated CA or policy applies. */
+		wolfSSL_CTX_NoTicketTLSv12(ctx);
+		wolfSSL_CTX_no_ticket_TLSv13(ctx);
+		wolfSSL_CTX_set_session_cache_mode(ctx, WOLFSSL_SESS_CACHE_OFF);
+	}
+	wolfSSL_CTX_set_verify(ctx, mode, p->verify_cb);
+	return (ctx);
+fail:
+	wolfSSL_CTX_free(ctx);
+	return (NULL);
+}
+
+/*
+ * Build a set from the bytes in files: check every PEM block, build the
+ * context, keep a copy of the bytes (to tell a later read that nothing
+ * changed) and what describes them.  Returns the set (one reference), or
  * NULL with the flag index in *bad and the reason in err.
  */
 static struct certset *
@@ -446,7 +524,7 @@ certset_build(const struct certsrc *src, struct filebuf *files, int *bad,
 {
 	struct certset *cs;
 	uint8_t d[WC_SHA256_DIGEST_SIZE];
-	int i, mode;
+	int i;
 
 	*bad = F_CA;
 	if ((cs = calloc(1, sizeof(*cs))) == NULL) {
@@ -464,67 +542,8 @@ certset_build(const struct certsrc *src, struct filebuf *files, int *bad,
 		if (pem_check(&files[F_KEY], 0, err, errlen) == -1)
 			goto fail;
 	}
-
-	*bad = F_CA;
-	cs->cs_ctx = wolfSSL_CTX_new(src->src_p.tls_server ?
-	    wolfSSLv23_server_method() : wolfSSLv23_client_method());
-	if (cs->cs_ctx == NULL) {
-		snprintf(err, errlen, "cannot create a TLS context");
+	if ((cs->cs_ctx = ctx_build(src, files, bad, err, errlen)) == NULL)
 		goto fail;
-	}
-	wolfSSL_CTX_SetMinVersion(cs->cs_ctx, WOLFSSL_TLSV1_2);
-	/* One send() per handshake flight, not one per message. */
-	wolfSSL_CTX_set_group_messages(cs->cs_ctx);
-	if (wolfSSL_CTX_set_cipher_list(cs->cs_ctx, AEAD_CIPHERS) !=
-	    WOLFSSL_SUCCESS) {
-		snprintf(err, errlen, "cannot set the AEAD cipher list");
-		goto fail;
-	}
-	if (set_groups(cs->cs_ctx, src->src_p.tls_server) == -1) {
-		snprintf(err, errlen, "cannot set the key exchange groups");
-		goto fail;
-	}
-	if (wolfSSL_CTX_load_verify_buffer(cs->cs_ctx, files[F_CA].fb_buf,
-	    (long)files[F_CA].fb_len, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
-		snprintf(err, errlen, "holds no usable CA certificate");
-		goto fail;
-	}
-	if (src->src_path[F_CERT] != NULL) {
-		*bad = F_CERT;
-		if (wolfSSL_CTX_use_certificate_chain_buffer(cs->cs_ctx,
-		    files[F_CERT].fb_buf, (long)files[F_CERT].fb_len) !=
-		    WOLFSSL_SUCCESS) {
-			snprintf(err, errlen, "is not a usable certificate "
-			    "chain");
-			goto fail;
-		}
-		*bad = F_KEY;
-		if (wolfSSL_CTX_use_PrivateKey_buffer(cs->cs_ctx,
-		    files[F_KEY].fb_buf, (long)files[F_KEY].fb_len,
-		    WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
-			snprintf(err, errlen, "holds no usable private key");
-			goto fail;
-		}
-		if (wolfSSL_CTX_check_private_key(cs->cs_ctx) !=
-		    WOLFSSL_SUCCESS) {
-			snprintf(err, errlen, "does not match ssl-cert %s",
-			    src->src_path[F_CERT]);
-			goto fail;
-		}
-	}
-	mode = WOLFSSL_VERIFY_PEER;
-	if (src->src_p.tls_server) {
-		mode = src->src_p.verify_client ? WOLFSSL_VERIFY_PEER |
-		    WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT : WOLFSSL_VERIFY_NONE;
-		/* No session tickets or cache: every connection proves its
-		 * certificate again, so a rotated CA or policy applies. */
-		wolfSSL_CTX_NoTicketTLSv12(cs->cs_ctx);
-		wolfSSL_CTX_no_ticket_TLSv13(cs->cs_ctx);
-		wolfSSL_CTX_set_session_cache_mode(cs->cs_ctx,
-		    WOLFSSL_SESS_CACHE_OFF);
-	}
-	wolfSSL_CTX_set_verify(cs->cs_ctx, mode, src->src_p.verify_cb);
-
 	for (i = 0; i < F_COUNT; i++) {
 		if (files[i].fb_len == 0)
 			continue;
