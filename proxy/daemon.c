@@ -261,6 +261,20 @@ watchdog_cb(evutil_socket_t fd, short what, void *arg)
 	notify_send("WATCHDOG=1");
 }
 
+/* Start (on) or stop dw's listeners of dw_routes, in its thread (or
+ * before that runs). */
+static void
+serve(struct daemon_worker *dw, int on)
+{
+	size_t i;
+
+	for (i = 0; i < dw->dw_routes.rs_n; i++)
+		if (on)
+			route_listen(dw->dw_routes.rs_v[i], &dw->dw_w);
+		else
+			route_stop_listening(dw->dw_routes.rs_v[i], &dw->dw_w);
+}
+
 /*
  * In a worker's thread: stop accepting (the listeners of the generation it
  * serves), then drain.  The last worker to close its listeners says so.
@@ -270,12 +284,10 @@ stop_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon_worker *dw = arg;
 	struct daemon *d = dw->dw_d;
-	size_t i;
 
 	(void)fd;
 	(void)what;
-	for (i = 0; i < dw->dw_routes.rs_n; i++)
-		route_stop_listening(dw->dw_routes.rs_v[i], &dw->dw_w);
+	serve(dw, 0);
 	if (atomic_fetch_sub(&d->d_closing, 1) == 1)
 		event_active(&d->d_closed, 0, 0);
 	worker_drain(&dw->dw_w);
@@ -288,16 +300,13 @@ switch_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon_worker *dw = arg;
 	struct daemon *d = dw->dw_d;
-	size_t i;
 
 	(void)fd;
 	(void)what;
 	if (!dw->dw_w.w_draining) {
-		for (i = 0; i < dw->dw_routes.rs_n; i++)
-			route_stop_listening(dw->dw_routes.rs_v[i], &dw->dw_w);
+		serve(dw, 0);
 		dw->dw_routes = d->d_routes;
-		for (i = 0; i < dw->dw_routes.rs_n; i++)
-			route_listen(dw->dw_routes.rs_v[i], &dw->dw_w);
+		serve(dw, 1);
 	}
 	if (atomic_fetch_sub(&d->d_switching, 1) == 1)
 		event_active(&d->d_switched, 0, 0);
@@ -309,7 +318,6 @@ static int
 workers_start(struct daemon *d)
 {
 	struct daemon_worker *dw;
-	size_t r;
 	int i;
 
 	for (i = 0; i < d->d_nworkers; i++) {
@@ -321,8 +329,7 @@ workers_start(struct daemon *d)
 		event_assign(&dw->dw_switch, dw->dw_w.w_base, -1, 0, switch_cb,
 		    dw);
 		dw->dw_routes = d->d_routes;
-		for (r = 0; r < dw->dw_routes.rs_n; r++)
-			route_listen(dw->dw_routes.rs_v[r], &dw->dw_w);
+		serve(dw, 1);	/* from the main thread, before it runs */
 	}
 	for (i = 0; i < d->d_nworkers; i++)
 		if (worker_run(&d->d_workers[i].dw_w) == -1)
