@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +18,6 @@
 #include <wolfssl/wolfcrypt/asn.h>
 #include <wolfssl/wolfcrypt/sha256.h>
 
-#include "../proxy/log.h"
 #include "certset.h"
 #include "policy.h"
 
@@ -412,6 +412,30 @@ certset_key_shares(WOLFSSL *ssl)
 	return (0);
 }
 
+static void say(const struct certsrc *, int, const char *, const char *, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Tell the source's user one sentence, when it listens. */
+static void
+say(const struct certsrc *src, int warn, const char *event, const char *fmt,
+    ...)
+{
+	struct certset_note n;
+	char msg[2048];
+	va_list ap;
+
+	if (src->src_p.log == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	memset(&n, 0, sizeof(n));
+	n.cn_warn = warn;
+	n.cn_event = event;
+	n.cn_msg = msg;
+	src->src_p.log(src->src_p.log_arg, &n);
+}
+
 int
 certset_ctx_tune(WOLFSSL_CTX *ctx, int server, char *err, size_t errlen)
 {
@@ -430,17 +454,85 @@ certset_ctx_tune(WOLFSSL_CTX *ctx, int server, char *err, size_t errlen)
 }
 
 /*
- * Build a set from the bytes in files.  Returns the set (one reference), or
+ * The TLS context of a set from the checked bytes in files: TLS 1.2 at
+ * least, AEAD ciphers, the key exchange groups, ssl-ca to verify peers,
+ * ssl-cert and ssl-key to show them, the verify mode and callback.  NULL
+ * with the flag index in *bad and the reason in err.
+ */
+static WOLFSSL_CTX *
+ctx_build(const struct certsrc *src, const struct filebuf *files, int *bad,
+    char *err, size_t errlen)
+{
+	const struct certsrc_params *p = &src->src_p;
+	WOLFSSL_CTX *ctx;
+	int mode;
+
+	*bad = F_CA;
+	ctx = wolfSSL_CTX_new(p->tls_server ? wolfSSLv23_server_method() :
+	    wolfSSLv23_client_method());
+	if (ctx == NULL) {
+		snprintf(err, errlen, "cannot create a TLS context");
+		return (NULL);
+	}
+	if (certset_ctx_tune(ctx, p->tls_server, err, errlen) == -1)
+		goto fail;
+	if (wolfSSL_CTX_load_verify_buffer(ctx, files[F_CA].fb_buf,
+	    (long)files[F_CA].fb_len, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "holds no usable CA certificate");
+		goto fail;
+	}
+	if (src->src_path[F_CERT] != NULL) {
+		*bad = F_CERT;
+		if (wolfSSL_CTX_use_certificate_chain_buffer(ctx,
+		    files[F_CERT].fb_buf, (long)files[F_CERT].fb_len) !=
+		    WOLFSSL_SUCCESS) {
+			snprintf(err, errlen, "is not a usable certificate "
+			    "chain");
+			goto fail;
+		}
+		*bad = F_KEY;
+		if (wolfSSL_CTX_use_PrivateKey_buffer(ctx, files[F_KEY].fb_buf,
+		    (long)files[F_KEY].fb_len, WOLFSSL_FILETYPE_PEM) !=
+		    WOLFSSL_SUCCESS) {
+			snprintf(err, errlen, "holds no usable private key");
+			goto fail;
+		}
+		if (wolfSSL_CTX_check_private_key(ctx) != WOLFSSL_SUCCESS) {
+			snprintf(err, errlen, "does not match ssl-cert %s",
+			    src->src_path[F_CERT]);
+			goto fail;
+		}
+	}
+	mode = WOLFSSL_VERIFY_PEER;
+	if (p->tls_server) {
+		mode = p->verify_client ? WOLFSSL_VERIFY_PEER |
+		    WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT : WOLFSSL_VERIFY_NONE;
+		/* No session tickets or cache: every connection proves its
+		 * certificate again, so a rotated CA or policy applies. */
+		wolfSSL_CTX_NoTicketTLSv12(ctx);
+		wolfSSL_CTX_no_ticket_TLSv13(ctx);
+		wolfSSL_CTX_set_session_cache_mode(ctx, WOLFSSL_SESS_CACHE_OFF);
+	}
+	wolfSSL_CTX_set_verify(ctx, mode, p->verify_cb);
+	return (ctx);
+fail:
+	wolfSSL_CTX_free(ctx);
+	return (NULL);
+}
+
+/*
+ * Build a set from the bytes in files: check every PEM block, build the
+ * context, keep a copy of the bytes (to tell a later read that nothing
+ * changed) and what describes them.  Returns the set (one reference), or
  * NULL with the flag index in *bad and the reason in err.
  */
 static struct certset *
 certset_build(const struct certsrc *src, struct filebuf *files, int *bad,
     char *err, size_t errlen)
 {
-	const struct route_conf *rc = src->src_p.rc;
 	struct certset *cs;
 	uint8_t d[WC_SHA256_DIGEST_SIZE];
-	int i, mode;
+	int i;
 
 	*bad = F_CA;
 	if ((cs = calloc(1, sizeof(*cs))) == NULL) {
@@ -458,58 +550,8 @@ certset_build(const struct certsrc *src, struct filebuf *files, int *bad,
 		if (pem_check(&files[F_KEY], 0, err, errlen) == -1)
 			goto fail;
 	}
-
-	*bad = F_CA;
-	cs->cs_ctx = wolfSSL_CTX_new(src->src_p.tls_server ?
-	    wolfSSLv23_server_method() : wolfSSLv23_client_method());
-	if (cs->cs_ctx == NULL) {
-		snprintf(err, errlen, "cannot create a TLS context");
+	if ((cs->cs_ctx = ctx_build(src, files, bad, err, errlen)) == NULL)
 		goto fail;
-	}
-	if (certset_ctx_tune(cs->cs_ctx, src->src_p.tls_server, err,
-	    errlen) == -1)
-		goto fail;
-	if (wolfSSL_CTX_load_verify_buffer(cs->cs_ctx, files[F_CA].fb_buf,
-	    (long)files[F_CA].fb_len, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
-		snprintf(err, errlen, "holds no usable CA certificate");
-		goto fail;
-	}
-	if (src->src_path[F_CERT] != NULL) {
-		*bad = F_CERT;
-		if (wolfSSL_CTX_use_certificate_chain_buffer(cs->cs_ctx,
-		    files[F_CERT].fb_buf, (long)files[F_CERT].fb_len) !=
-		    WOLFSSL_SUCCESS) {
-			snprintf(err, errlen, "is not a usable certificate "
-			    "chain");
-			goto fail;
-		}
-		*bad = F_KEY;
-		if (wolfSSL_CTX_use_PrivateKey_buffer(cs->cs_ctx,
-		    files[F_KEY].fb_buf, (long)files[F_KEY].fb_len,
-		    WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
-			snprintf(err, errlen, "holds no usable private key");
-			goto fail;
-		}
-		if (wolfSSL_CTX_check_private_key(cs->cs_ctx) !=
-		    WOLFSSL_SUCCESS) {
-			snprintf(err, errlen, "does not match ssl-cert %s",
-			    src->src_path[F_CERT]);
-			goto fail;
-		}
-	}
-	mode = WOLFSSL_VERIFY_PEER;
-	if (src->src_p.tls_server) {
-		mode = rc->sec.verify_client ? WOLFSSL_VERIFY_PEER |
-		    WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT : WOLFSSL_VERIFY_NONE;
-		/* No session tickets or cache: every connection proves its
-		 * certificate again, so a rotated CA or policy applies. */
-		wolfSSL_CTX_NoTicketTLSv12(cs->cs_ctx);
-		wolfSSL_CTX_no_ticket_TLSv13(cs->cs_ctx);
-		wolfSSL_CTX_set_session_cache_mode(cs->cs_ctx,
-		    WOLFSSL_SESS_CACHE_OFF);
-	}
-	wolfSSL_CTX_set_verify(cs->cs_ctx, mode, src->src_p.verify_cb);
-
 	for (i = 0; i < F_COUNT; i++) {
 		if (files[i].fb_len == 0)
 			continue;
@@ -527,9 +569,9 @@ certset_build(const struct certsrc *src, struct filebuf *files, int *bad,
 	describe_leaf(cs);
 	cs->cs_chains = src->src_path[F_CERT] == NULL || chains_to_ca(files);
 	if (!cs->cs_chains)
-		log_msg(LOG_WARN, "cert_not_from_ca", "route %s: ssl-cert %s does "
+		say(src, 1, "cert_not_from_ca", "route %s: ssl-cert %s does "
 		    "not chain to ssl-ca %s; peers must trust its issuer "
-		    "some other way", rc->name, src->src_path[F_CERT],
+		    "some other way", src->src_p.name, src->src_path[F_CERT],
 		    src->src_path[F_CA]);
 	return (cs);
 fail:
@@ -640,9 +682,9 @@ certsrc_new(const struct certsrc_params *p, char *err, size_t errlen)
 		return (NULL);
 	}
 	src->src_p = *p;
-	src->src_path[F_CA] = p->rc->sec.ssl_ca;
-	src->src_path[F_CERT] = p->rc->sec.ssl_cert;
-	src->src_path[F_KEY] = p->rc->sec.ssl_key;
+	src->src_path[F_CA] = p->ssl_ca;
+	src->src_path[F_CERT] = p->ssl_cert;
+	src->src_path[F_KEY] = p->ssl_key;
 	pthread_mutex_init(&src->src_lock, NULL);
 	if (read_all(src, tls_read, &bad, why, sizeof(why)) != 0 ||
 	    (src->src_cur = certset_build(src, tls_read, &bad, why,
@@ -666,7 +708,7 @@ static void
 note_bad(struct certsrc *src, const uint8_t d[WC_SHA256_DIGEST_SIZE], int bad,
     const char *why)
 {
-	struct logline l;
+	struct certset_note n;
 
 	src->src_err++;
 	src->src_last_ok = 0;
@@ -678,13 +720,17 @@ note_bad(struct certsrc *src, const uint8_t d[WC_SHA256_DIGEST_SIZE], int bad,
 		return;
 	memcpy(src->src_bad, d, WC_SHA256_DIGEST_SIZE);
 	src->src_bad_valid = 1;
-	log_begin(&l, LOG_WARN, "cert_reload_failed");
-	log_str(&l, "route", src->src_p.rc->name);
-	log_str(&l, "file", src->src_path[bad]);
-	log_str(&l, "key", flag_names[bad]);
-	log_str(&l, "reason", why);
-	log_str(&l, "action", "keeping the last good certificate set");
-	log_end(&l);
+	if (src->src_p.log == NULL)
+		return;
+	memset(&n, 0, sizeof(n));
+	n.cn_warn = 1;
+	n.cn_event = "cert_reload_failed";
+	n.cn_route = src->src_p.name;
+	n.cn_file = src->src_path[bad];
+	n.cn_key = flag_names[bad];
+	n.cn_reason = why;
+	n.cn_action = "keeping the last good certificate set";
+	src->src_p.log(src->src_p.log_arg, &n);
 }
 
 struct certset *
@@ -697,7 +743,7 @@ certsrc_acquire(struct certsrc *src)
 	char why[512];
 	int bad = F_CA, rdok, statok;
 
-	if (!src->src_p.rc->reread)
+	if (!src->src_p.reread)
 		return (certsrc_current(src));
 	/* Fast path: the files have not changed since their bytes were
 	 * last read and found to be the set in use. */
@@ -759,9 +805,9 @@ certsrc_acquire(struct certsrc *src)
 		src->src_last_ok = 1;
 		src->src_last_time = time(NULL);
 		src->src_last_err[0] = '\0';
-		log_msg(LOG_INFO, "cert_reloaded", "route %s: new certificate "
+		say(src, 0, "cert_reloaded", "route %s: new certificate "
 		    "set %.16s (%s) in use for new connections",
-		    src->src_p.rc->name, fresh->cs_digest, fresh->cs_subject);
+		    src->src_p.name, fresh->cs_digest, fresh->cs_subject);
 	} else
 		note_bad(src, d, bad, why);
 	cs = src->src_cur;

@@ -18,20 +18,44 @@
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 
-#include "../proxy/conf.h"
-
 struct certset;
 struct certsrc;
 
-/* What a TLS context needs besides the files. */
+/*
+ * What certset has to say, for its user's log: an event name, and either a
+ * sentence (cn_msg) or, for "cert_reload_failed", the fields of the fault.
+ */
+struct certset_note {
+	int		 cn_warn;	/* a warning, else information */
+	const char	*cn_event;	/* "cert_reloaded", "cert_not_from_ca"... */
+	const char	*cn_msg;	/* one sentence, or NULL */
+	const char	*cn_route;	/* with cn_msg NULL: the fields */
+	const char	*cn_file;
+	const char	*cn_key;	/* "ssl-ca", "ssl-cert" or "ssl-key" */
+	const char	*cn_reason;
+	const char	*cn_action;
+};
+
+/* certset_log_cb(arg, note): write note down (any thread). */
+typedef void certset_log_cb(void *, const struct certset_note *);
+
+/* What a source needs: its files, how to build contexts, where to log. */
 struct certsrc_params {
-	const struct route_conf	*rc;		/* paths, kind; must outlive src */
-	VerifyCallback		 verify_cb;	/* installed on every context */
-	int			 tls_server;	/* build server contexts */
+	const char	*name;		/* the route's name, for log lines */
+	const char	*ssl_ca;	/* paths; NULL when not set */
+	const char	*ssl_cert;
+	const char	*ssl_key;
+	int		 tls_server;	/* build server contexts */
+	int		 verify_client;	/* server: require a client cert */
+	int		 reread;	/* reread the files per connection */
+	VerifyCallback	 verify_cb;	/* installed on every context */
+	certset_log_cb	*log;		/* NULL: say nothing */
+	void		*log_arg;
 };
 
 /*
- * certsrc_new(params, err, errlen): read and validate the files once.
+ * certsrc_new(params, err, errlen): read and validate the files once.  The
+ * strings of params must outlive the source.
  * Returns the source with a published set, or NULL with a message for
  * people in err naming the flag, the file and what is wrong.
  */

@@ -8,10 +8,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../proxy/conf.h"
 
 #define PEER_NAME_MAX	255	/* longest name compared; longer never match */
 #define PEER_MAX_NAMES	16	/* names of one kind kept and compared */
+
+/* One kind of identity rule: n names (cert-allowed-cn, -dns, -uri, -ou). */
+struct policy_list {
+	char *const	*pl_v;
+	size_t		 pl_n;
+};
+
+/*
+ * A route's identity rules.  The names are the caller's (its config), and
+ * must outlive every use of the rules.
+ */
+struct policy_rules {
+	struct policy_list	pr_cn;
+	struct policy_list	pr_dns;
+	struct policy_list	pr_uri;
+	struct policy_list	pr_ou;
+};
 
 /* How many of n names of one kind a peer_id holds. */
 #define PEER_KEPT(n)	((n) < PEER_MAX_NAMES ? (n) : PEER_MAX_NAMES)
@@ -53,8 +69,8 @@ struct peer_id {
  */
 int peer_id_from_der(const uint8_t *, size_t, struct peer_id *);
 
-/* policy_empty(sec): 1 when no identity rule is configured. */
-int policy_empty(const struct security_conf *);
+/* policy_empty(rules): 1 when no identity rule is configured. */
+int policy_empty(const struct policy_rules *);
 
 /*
  * policy_rule_error(rule): NULL when rule can be a cert-allowed-* rule, else
@@ -64,27 +80,27 @@ int policy_empty(const struct security_conf *);
 const char *policy_rule_error(const char *);
 
 /*
- * policy_allows(sec, id): 1 when any configured rule matches id, or when no
+ * policy_allows(rules, id): 1 when any configured rule matches id, or when no
  * rule is configured; 0 otherwise.  A rule matches a name whose pn_bad is
  * NULL and that equals it byte for byte.  CN rules look at the CN only when
  * the subject holds exactly one; DNS, URI and OU rules look at every name of
  * their kind that id holds.
  */
-int policy_allows(const struct security_conf *, const struct peer_id *);
+int policy_allows(const struct policy_rules *, const struct peer_id *);
 
 /*
- * policy_denial(sec, id, buf, len): why policy_allows(sec, id) said 0, for
+ * policy_denial(rules, id, buf, len): why policy_allows(rules, id) said 0, for
  * the log line: "certificate identity not allowed (CN other)", or naming
  * what kept a name from being compared (several CNs, too long, a NUL...).
  */
-void policy_denial(const struct security_conf *, const struct peer_id *,
+void policy_denial(const struct policy_rules *, const struct peer_id *,
     char *, size_t);
 
 /* peer_id_cn(id, buf, len): the subject's CNs for logs ("" when none). */
 void peer_id_cn(const struct peer_id *, char *, size_t);
 
-/* policy_describe(sec, buf, len): "cn=dm|dm2 dns=..." for log lines. */
-void policy_describe(const struct security_conf *, char *, size_t);
+/* policy_describe(rules, buf, len): "cn=dm|dm2 dns=..." for log lines. */
+void policy_describe(const struct policy_rules *, char *, size_t);
 
 /* peer_id_sans(id, buf, len): "DNS:localhost,IP:127.0.0.1,URI:..." */
 void peer_id_sans(const struct peer_id *, char *, size_t);

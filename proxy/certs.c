@@ -38,7 +38,6 @@
 #include <wolfssl/wolfcrypt/rsa.h>
 
 #include "certs.h"
-#include "cli.h"
 #include "conf.h"
 #include "util.h"
 

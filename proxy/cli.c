@@ -15,10 +15,10 @@
 #include "cli.h"
 #include "conf.h"
 #include "conffile.h"
+#include "daemon.h"
 #include "log.h"
 #include "route.h"
 #include "util.h"
-#include "worker.h"
 
 enum {
 	O_LISTEN = 256, O_TARGET, O_CA, O_CERT, O_KEY, O_ALLOWED_CN,
@@ -131,45 +131,92 @@ add_rules(const char *flag, const char *v, struct strlist *sl)
 	}
 }
 
-/* Parse argv into rc and g.  0, or an exit status. */
+/* The string a flag sets (a later one replaces it), or NULL. */
+static char **
+str_flag(int ch, struct route_conf *rc, struct global_conf *g)
+{
+	switch (ch) {
+	case O_LISTEN:		return (&rc->listen);
+	case O_TARGET:		return (&rc->target);
+	case O_CA:		return (&rc->sec.ssl_ca);
+	case O_CERT:		return (&rc->sec.ssl_cert);
+	case O_KEY:		return (&rc->sec.ssl_key);
+	case O_SERVER_NAME:	return (&rc->sec.server_name);
+	case O_STATUS:		return (&g->status);
+	case O_NAME:		return (&rc->name);
+	default:		return (NULL);
+	}
+}
+
+/* Set the duration a flag sets.  1 done, 0 not a duration flag, or the
+ * exit status of a bad value (> 1). */
+static int
+duration_flag(int ch, const char *v, struct route_conf *rc,
+    struct global_conf *g)
+{
+	int rv;
+
+	switch (ch) {
+	case O_CONNECT_TO:
+		rv = set_duration("connect-timeout", v, 1,
+		    &rc->connect_timeout_ms);
+		break;
+	case O_HANDSHAKE_TO:
+		rv = set_duration("handshake-timeout", v, 1,
+		    &rc->handshake_timeout_ms);
+		break;
+	case O_IDLE_TO:
+		rv = set_duration("idle-timeout", v, 0, &rc->idle_timeout_ms);
+		break;
+	case O_CLOSE_TO:
+		rv = set_duration("close-timeout", v, 1, &rc->close_timeout_ms);
+		break;
+	case O_SHUTDOWN_TO:
+		rv = set_duration("shutdown-timeout", v, 0,
+		    &g->shutdown_timeout_ms);
+		break;
+	default:
+		return (0);
+	}
+	return (rv == 0 ? 1 : rv);
+}
+
+/*
+ * Parse argv into rc and g.  Each flag sets one field (strings and
+ * durations through str_flag and duration_flag), checking its value;
+ * whether the flags fit together is validate()'s job.  0, or an exit
+ * status.
+ */
 static int
 parse(int argc, char **argv, struct route_conf *rc, struct global_conf *g)
 {
+	char **sp;
 	long v;
 	int ch, rv, alpn_set = 0;
 
 	optind = 1;
 	opterr = 0;
 	while ((ch = getopt_long_only(argc, argv, ":", opts, NULL)) != -1) {
+		if ((sp = str_flag(ch, rc, g)) != NULL) {
+			free(*sp);
+			*sp = strdup(optarg);
+			continue;
+		}
+		if ((rv = duration_flag(ch, optarg, rc, g)) == 1)
+			continue;
+		if (rv != 0)
+			return (rv);
 		switch (ch) {
-		case O_LISTEN:	free(rc->listen); rc->listen = strdup(optarg);
-				break;
-		case O_TARGET:	free(rc->target); rc->target = strdup(optarg);
-				break;
-		case O_CA:	free(rc->sec.ssl_ca);
-				rc->sec.ssl_ca = strdup(optarg); break;
-		case O_CERT:	free(rc->sec.ssl_cert);
-				rc->sec.ssl_cert = strdup(optarg); break;
-		case O_KEY:	free(rc->sec.ssl_key);
-				rc->sec.ssl_key = strdup(optarg); break;
 		case O_ALLOWED_CN:
 			if ((rv = add_rules("cert-allowed-cn", optarg,
 			    &rc->sec.allowed_cn)) != 0)
 				return (rv);
-			break;
-		case O_SERVER_NAME:
-			free(rc->sec.server_name);
-			rc->sec.server_name = strdup(optarg);
 			break;
 		case O_ALPN:
 			if (!alpn_set)
 				strlist_free(&rc->alpn);
 			alpn_set = 1;
 			strlist_add_csv(&rc->alpn, optarg);
-			break;
-		case O_STATUS:
-			free(g->status);
-			g->status = strdup(optarg);
 			break;
 		case O_WORKERS:
 			if (parse_long(optarg, 0, 256, &v) == -1)
@@ -185,31 +232,6 @@ parse(int argc, char **argv, struct route_conf *rc, struct global_conf *g)
 				    optarg));
 			rc->max_conns = v;
 			break;
-		case O_CONNECT_TO:
-			if ((rv = set_duration("connect-timeout", optarg, 1,
-			    &rc->connect_timeout_ms)) != 0)
-				return (rv);
-			break;
-		case O_HANDSHAKE_TO:
-			if ((rv = set_duration("handshake-timeout", optarg, 1,
-			    &rc->handshake_timeout_ms)) != 0)
-				return (rv);
-			break;
-		case O_IDLE_TO:
-			if ((rv = set_duration("idle-timeout", optarg, 0,
-			    &rc->idle_timeout_ms)) != 0)
-				return (rv);
-			break;
-		case O_CLOSE_TO:
-			if ((rv = set_duration("close-timeout", optarg, 1,
-			    &rc->close_timeout_ms)) != 0)
-				return (rv);
-			break;
-		case O_SHUTDOWN_TO:
-			if ((rv = set_duration("shutdown-timeout", optarg, 0,
-			    &g->shutdown_timeout_ms)) != 0)
-				return (rv);
-			break;
 		case O_LOG_LEVEL:
 			if (log_setup(optarg, NULL) == -1)
 				return (usage_error("--log-level %s: use "
@@ -219,10 +241,6 @@ parse(int argc, char **argv, struct route_conf *rc, struct global_conf *g)
 			if (log_setup(NULL, optarg) == -1)
 				return (usage_error("--log-format %s: use "
 				    "text or json", optarg));
-			break;
-		case O_NAME:
-			free(rc->name);
-			rc->name = strdup(optarg);
 			break;
 		case O_NO_REREAD:
 			rc->reread = 0;
@@ -285,7 +303,7 @@ print_summary(struct route_rt *rt)
 	struct tm tm;
 	long days;
 
-	policy_describe(&rc->sec, rules, sizeof(rules));
+	policy_describe(&rt->rt_rules, rules, sizeof(rules));
 	printf("%s: %s listen=%s target=%s identity=\"%s\"", rc->name,
 	    route_kind_name(rc->kind), rc->listen, rc->target, rules);
 	if (certset_subject(cs)[0] != '\0') {
@@ -305,7 +323,7 @@ print_summary(struct route_rt *rt)
 		printf("warning: %s: ssl-cert %s does not chain to ssl-ca %s; "
 		    "peers must trust its issuer some other way\n", rc->name,
 		    rc->sec.ssl_cert, rc->sec.ssl_ca);
-	if (policy_empty(&rc->sec))
+	if (policy_empty(&rt->rt_rules))
 		printf("warning: %s: accepts any certificate signed by %s; "
 		    "set cert-allowed-cn to limit it\n", rc->name,
 		    rc->sec.ssl_ca);
@@ -390,7 +408,7 @@ cli_route(int argc, char **argv, int check)
 	}
 	if (check) {
 		/* Validate without binding anything. */
-		if ((rt = route_new(&d, rc, err, sizeof(err))) == NULL) {
+		if ((rt = route_new(rc, err, sizeof(err))) == NULL) {
 			fprintf(stderr, "%s: --%s\n", cmd, err);
 			rv = EXIT_RUNTIME;
 			goto out;
@@ -456,7 +474,7 @@ cli_config(int argc, char **argv, int check)
 			memset(&cf.cf_routes[i], 0, sizeof(cf.cf_routes[i]));
 			snprintf(at, sizeof(at), "%s:%d: route %s", rc->src_file,
 			    rc->src_line, rc->name);
-			if ((rt = route_new(&d, rc, err, sizeof(err))) == NULL) {
+			if ((rt = route_new(rc, err, sizeof(err))) == NULL) {
 				printf("%s: %s\n", at, err);
 				bad = 1;
 				continue;

@@ -5,9 +5,7 @@
 #ifndef DMTLS_CLI_H
 #define DMTLS_CLI_H
 
-/* Exit statuses. */
-#define EXIT_RUNTIME	1
-#define EXIT_USAGE	2
+#include "util.h"	/* EXIT_RUNTIME, EXIT_USAGE */
 
 /*
  * cli_route(argc, argv, check): argv[0] is the kind.  Runs the route until

@@ -312,19 +312,13 @@ load_security(struct loadctx *lc, const config_setting_t *g,
 	return (0);
 }
 
+/* Read the route's kind and initialise rc for it.  0 or -1. */
 static int
-load_route(struct loadctx *lc, const config_setting_t *g,
+route_kind(struct loadctx *lc, const config_setting_t *g,
     struct route_conf *rc)
 {
-	const config_setting_t *s;
 	char *kind = NULL;
-	int alpn_present;
 
-	if (config_setting_type(g) != CONFIG_TYPE_GROUP)
-		return (errat(lc, g, "each route must be a group: "
-		    "{ name = ...; kind = ...; listen = ...; target = ...; }"));
-	if (check_keys(lc, g, route_keys, "a route") == -1)
-		return (-1);
 	if (get_string(lc, g, "kind", &kind) == -1)
 		return (-1);
 	if (kind == NULL)
@@ -342,42 +336,30 @@ load_route(struct loadctx *lc, const config_setting_t *g,
 		    "kind must be \"server\", \"client\" or \"mysql\""));
 	}
 	free(kind);
-	rc->src_file = strdup(config_setting_source_file(g) ?
-	    config_setting_source_file(g) : "?");
-	rc->src_line = (int)config_setting_source_line(g);
-	if (rc->kind != ROUTE_MYSQL) {
-		strlist_add(&rc->alpn, "h2");
-		strlist_add(&rc->alpn, "http/1.1");
-	}
+	return (0);
+}
 
-	/* Security starts from the top-level defaults, key by key. */
-	rc->sec.ssl_ca = xstrdup_or_null(lc->lc_defsec->ssl_ca);
-	rc->sec.ssl_cert = xstrdup_or_null(lc->lc_defsec->ssl_cert);
-	rc->sec.ssl_key = xstrdup_or_null(lc->lc_defsec->ssl_key);
-	rc->sec.server_name = xstrdup_or_null(lc->lc_defsec->server_name);
-	rc->sec.verify_client = lc->lc_defsec->verify_client;
-	strlist_copy(&rc->sec.allowed_cn, &lc->lc_defsec->allowed_cn);
-	strlist_copy(&rc->sec.allowed_dns, &lc->lc_defsec->allowed_dns);
-	strlist_copy(&rc->sec.allowed_uri, &lc->lc_defsec->allowed_uri);
-	strlist_copy(&rc->sec.allowed_ou, &lc->lc_defsec->allowed_ou);
+/* A route's security starts from the top-level defaults, key by key. */
+static void
+inherit_security(const struct security_conf *def, struct security_conf *sec)
+{
+	sec->ssl_ca = xstrdup_or_null(def->ssl_ca);
+	sec->ssl_cert = xstrdup_or_null(def->ssl_cert);
+	sec->ssl_key = xstrdup_or_null(def->ssl_key);
+	sec->server_name = xstrdup_or_null(def->server_name);
+	sec->verify_client = def->verify_client;
+	strlist_copy(&sec->allowed_cn, &def->allowed_cn);
+	strlist_copy(&sec->allowed_dns, &def->allowed_dns);
+	strlist_copy(&sec->allowed_uri, &def->allowed_uri);
+	strlist_copy(&sec->allowed_ou, &def->allowed_ou);
+}
 
-	if (get_string(lc, g, "name", &rc->name) == -1 ||
-	    get_string(lc, g, "listen", &rc->listen) == -1 ||
-	    get_string(lc, g, "target", &rc->target) == -1 ||
-	    get_strlist(lc, g, "alpn", 0, &rc->alpn, &alpn_present) == -1 ||
-	    get_long(lc, g, "max-conns", 0, 1000000, &rc->max_conns) == -1 ||
-	    get_duration(lc, g, "connect-timeout", 1,
-	    &rc->connect_timeout_ms) == -1 ||
-	    get_duration(lc, g, "handshake-timeout", 1,
-	    &rc->handshake_timeout_ms) == -1 ||
-	    get_duration(lc, g, "idle-timeout", 0, &rc->idle_timeout_ms) ==
-	    -1 ||
-	    get_duration(lc, g, "close-timeout", 1, &rc->close_timeout_ms) ==
-	    -1)
-		return (-1);
-	if ((s = config_setting_get_member(g, "security")) != NULL &&
-	    load_security(lc, s, &rc->sec) == -1)
-		return (-1);
+/* What every route needs, and what its kind refuses.  0 or -1. */
+static int
+route_complete(struct loadctx *lc, const config_setting_t *g,
+    const struct route_conf *rc, int alpn_present)
+{
+	const config_setting_t *s;
 
 	if (rc->name == NULL)
 		return (errat(lc, g, "route without name: add name = "
@@ -409,7 +391,52 @@ load_route(struct loadctx *lc, const config_setting_t *g,
 	return (0);
 }
 
-/* Append the routes of one file's "routes" list. */
+/*
+ * One route group: its kind's defaults, then the top-level security, then
+ * the route's own keys (its security group last), then the checks of
+ * what the route as a whole needs.  0 or -1 (errat() said why).
+ */
+static int
+load_route(struct loadctx *lc, const config_setting_t *g,
+    struct route_conf *rc)
+{
+	const config_setting_t *s;
+	int alpn_present;
+
+	if (config_setting_type(g) != CONFIG_TYPE_GROUP)
+		return (errat(lc, g, "each route must be a group: "
+		    "{ name = ...; kind = ...; listen = ...; target = ...; }"));
+	if (check_keys(lc, g, route_keys, "a route") == -1 ||
+	    route_kind(lc, g, rc) == -1)
+		return (-1);
+	rc->src_file = strdup(config_setting_source_file(g) ?
+	    config_setting_source_file(g) : "?");
+	rc->src_line = (int)config_setting_source_line(g);
+	if (rc->kind != ROUTE_MYSQL) {
+		strlist_add(&rc->alpn, "h2");
+		strlist_add(&rc->alpn, "http/1.1");
+	}
+	inherit_security(lc->lc_defsec, &rc->sec);
+	if (get_string(lc, g, "name", &rc->name) == -1 ||
+	    get_string(lc, g, "listen", &rc->listen) == -1 ||
+	    get_string(lc, g, "target", &rc->target) == -1 ||
+	    get_strlist(lc, g, "alpn", 0, &rc->alpn, &alpn_present) == -1 ||
+	    get_long(lc, g, "max-conns", 0, 1000000, &rc->max_conns) == -1 ||
+	    get_duration(lc, g, "connect-timeout", 1,
+	    &rc->connect_timeout_ms) == -1 ||
+	    get_duration(lc, g, "handshake-timeout", 1,
+	    &rc->handshake_timeout_ms) == -1 ||
+	    get_duration(lc, g, "idle-timeout", 0, &rc->idle_timeout_ms) ==
+	    -1 ||
+	    get_duration(lc, g, "close-timeout", 1, &rc->close_timeout_ms) ==
+	    -1)
+		return (-1);
+	if ((s = config_setting_get_member(g, "security")) != NULL &&
+	    load_security(lc, s, &rc->sec) == -1)
+		return (-1);
+	return (route_complete(lc, g, rc, alpn_present));
+}
+
 static int
 load_routes(struct loadctx *lc, const config_setting_t *list)
 {

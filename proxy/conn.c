@@ -1,6 +1,7 @@
 /*
- * conn.c: the life of one connection: accept, handshake, connect, relay,
- * timers, and the one teardown path.
+ * conn.c: the life of one connection: handshake, connect, MySQL upgrade,
+ * relay, the timers of each phase, and the one teardown path.  The phases
+ * below it (tls, mysql, relay) report what happened; only this file closes.
  */
 #include <sys/socket.h>
 
@@ -16,15 +17,18 @@
 #include "../policy/policy.h"
 #include "addr.h"
 #include "conn.h"
+#include "endpoint.h"
 #include "linger.h"
 #include "log.h"
 #include "mysql.h"
-#include "route.h"
+#include "relay.h"
+#include "tls.h"
 #include "util.h"
-#include "worker.h"
 
 static void conn_step(struct conn *);
 static void ep_cb(evutil_socket_t, short, void *);
+static void conn_fail(struct conn *, enum conn_result, const char *, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static const char *state_names[] = {
 	"new", "handshake", "connecting", "mysql", "relay", "closed"
@@ -34,9 +38,8 @@ static void
 conn_set_state(struct conn *c, enum conn_state st)
 {
 	if (log_enabled(LOG_DEBUG))
-		log_msg(LOG_DEBUG, "state", "%s %s: %s -> %s",
-		    c->c_route->rt_conf->name, c->c_peer,
-		    state_names[c->c_state], state_names[st]);
+		log_msg(LOG_DEBUG, "state", "%s %s: %s -> %s", c->c_p.cp_name,
+		    c->c_peer, state_names[c->c_state], state_names[st]);
 	c->c_state = st;
 	c->c_phase_ms = now_ms();
 }
@@ -45,40 +48,37 @@ conn_set_state(struct conn *c, enum conn_state st)
 static struct endpoint *
 tls_side(struct conn *c)
 {
-	return (&c->c_ep[c->c_route->rt_conf->kind == ROUTE_SERVER ? 0 : 1]);
+	return (&c->c_ep[c->c_p.cp_kind == ROUTE_SERVER ? 0 : 1]);
 }
 
-/* Put the endpoint's event in the base with exactly the flags wanted. */
+/* Put endpoint i's event in the base with exactly the flags wanted. */
 static void
-ep_arm(struct conn *c, struct endpoint *ep, short want)
+ep_arm(struct conn *c, int i, short want)
 {
-	if (ep->ep_fd == -1 || want == ep->ep_armed)
+	struct conn_side *sd = &c->c_side[i];
+	int fd = c->c_ep[i].ep_fd;
+
+	if (fd == -1 || want == sd->cs_armed)
 		return;
-	if (ep->ep_armed)
-		event_del(&ep->ep_ev);
-	ep->ep_armed = want;
+	if (sd->cs_armed)
+		event_del(&sd->cs_ev);
+	sd->cs_armed = want;
 	if (want == 0)
 		return;
-	event_assign(&ep->ep_ev, c->c_worker->w_base, ep->ep_fd,
-	    want | EV_PERSIST, ep_cb, ep);
-	event_add(&ep->ep_ev, NULL);
+	event_assign(&sd->cs_ev, c->c_p.cp_base, fd, want | EV_PERSIST, ep_cb,
+	    sd);
+	event_add(&sd->cs_ev, NULL);
 }
 
 static void
 ep_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct endpoint *ep = arg;
-	struct conn *c = ep->ep_conn;
+	struct conn_side *sd = arg;
+	struct conn *c = sd->cs_conn;
 
 	(void)fd;
 	assert(c->c_magic == CONN_MAGIC);
-	/* A wait is over when the event it waits for fired. */
-	if (what & EV_READ)
-		ep->ep_drained = 0;
-	if (ep->ep_rd_wait & what)
-		ep->ep_rd_wait = 0;
-	if (ep->ep_wr_wait & what)
-		ep->ep_wr_wait = 0;
+	endpoint_ready(&c->c_ep[sd - c->c_side], what);
 	conn_step(c);
 }
 
@@ -86,24 +86,24 @@ ep_cb(evutil_socket_t fd, short what, void *arg)
 static int64_t
 conn_deadline(const struct conn *c)
 {
-	const struct route_conf *rc = c->c_route->rt_conf;
+	const struct conn_params *p = &c->c_p;
 	int64_t d = 0, t;
 
 	switch (c->c_state) {
 	case CS_HANDSHAKE:
 		/* Absolute: trickled bytes do not extend it. */
-		return (c->c_phase_ms + rc->handshake_timeout_ms);
+		return (c->c_phase_ms + p->cp_handshake_ms);
 	case CS_CONNECTING:
-		return (c->c_phase_ms + rc->connect_timeout_ms);
+		return (c->c_phase_ms + p->cp_connect_ms);
 	case CS_MYSQL:
 		/* Greeting, login, TLS and auth: one absolute deadline. */
-		return (c->c_phase_ms + rc->handshake_timeout_ms);
+		return (c->c_phase_ms + p->cp_handshake_ms);
 	case CS_RELAY:
-		if (rc->idle_timeout_ms > 0)
-			d = c->c_io_ms + rc->idle_timeout_ms;
+		if (p->cp_idle_ms > 0)
+			d = c->c_io_ms + p->cp_idle_ms;
 		if (c->c_halfclosed_ms != 0) {
 			t = (c->c_io_ms > c->c_halfclosed_ms ? c->c_io_ms :
-			    c->c_halfclosed_ms) + rc->close_timeout_ms;
+			    c->c_halfclosed_ms) + p->cp_close_ms;
 			if (d == 0 || t < d)
 				d = t;
 		}
@@ -175,14 +175,13 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 	case CS_HANDSHAKE:
 	case CS_MYSQL:
 		c->c_why = WHY_TIMEOUT;
-		conn_fail(c, "failed", "handshake timeout after %ldms",
-		    c->c_route->rt_conf->handshake_timeout_ms);
+		conn_fail(c, CONN_FAILED, "handshake timeout after %ldms",
+		    c->c_p.cp_handshake_ms);
 		break;
 	case CS_CONNECTING:
 		c->c_why = WHY_CONNECT;
-		conn_fail(c, NULL, "connect to %s timed out after %ldms",
-		    c->c_route->rt_conf->target,
-		    c->c_route->rt_conf->connect_timeout_ms);
+		conn_fail(c, CONN_FAILED, "connect to %s timed out after %ldms",
+		    c->c_p.cp_target, c->c_p.cp_connect_ms);
 		break;
 	default:
 		conn_close(c, c->c_halfclosed_ms ? "close timeout" :
@@ -190,53 +189,75 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-void
-conn_accept(struct worker *w, struct route_rt *rt, int fd,
-    const struct sockaddr *sa, socklen_t salen)
+struct conn *
+conn_new(const struct conn_params *p, int fd, const struct sockaddr *sa,
+    socklen_t salen)
 {
 	struct conn *c;
 	int i;
 
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		close(fd);
-		route_conn_done(rt);
-		route_release(rt);
-		return;
+		return (NULL);
 	}
 	c->c_magic = CONN_MAGIC;
-	c->c_route = rt;
-	c->c_worker = w;
-	c->c_result = "allowed";
+	c->c_p = *p;
+	c->c_result = CONN_ALLOWED;
 	for (i = 0; i < 2; i++) {
-		c->c_ep[i].ep_conn = c;
-		c->c_ep[i].ep_fd = -1;
-		event_assign(&c->c_ep[i].ep_ev, w->w_base, -1, 0, ep_cb,
-		    &c->c_ep[i]);
+		endpoint_init(&c->c_ep[i], -1);
+		c->c_side[i].cs_conn = c;
+		event_assign(&c->c_side[i].cs_ev, p->cp_base, -1, 0, ep_cb,
+		    &c->c_side[i]);
 	}
-	c->c_up.h_src = &c->c_ep[0];
-	c->c_up.h_dst = &c->c_ep[1];
-	c->c_down.h_src = &c->c_ep[1];
-	c->c_down.h_dst = &c->c_ep[0];
-	evtimer_assign(&c->c_timer, w->w_base, timer_cb, c);
-	event_assign(&c->c_more, w->w_base, -1, 0, more_cb, c);
+	relay_init(&c->c_relay, &c->c_ep[0], &c->c_ep[1]);
+	evtimer_assign(&c->c_timer, p->cp_base, timer_cb, c);
+	event_assign(&c->c_more, p->cp_base, -1, 0, more_cb, c);
 	c->c_start_ms = c->c_io_ms = now_ms();
 	addr_str(sa, salen, c->c_peer, sizeof(c->c_peer));
-	worker_conn_add(w, c);
-
 	c->c_ep[0].ep_fd = fd;
-	sock_tune(fd);
+	return (c);
+}
+
+/* The upgrade of a mysql route, on both endpoints.  0, or -1 (no memory). */
+static int
+conn_mysql_begin(struct conn *c)
+{
+	struct mysql_params mp;
+
+	mp.mp_ep[MYSQL_CLIENT] = &c->c_ep[0];
+	mp.mp_ep[MYSQL_SERVER] = &c->c_ep[1];
+	mp.mp_tls = &c->c_tls;
+	mp.mp_tlsp = c->c_tlsp;
+	mp.mp_target = c->c_p.cp_target;
+	return ((c->c_my = mysql_begin(&mp)) == NULL ? -1 : 0);
+}
+
+void
+conn_start(struct conn *c)
+{
+	const struct conn_params *p = &c->c_p;
+
+	sock_tune(c->c_ep[0].ep_fd);
 	/* Reread the certificate files: this connection uses what is on
 	 * disk now (or the last good set when the files are broken). */
-	c->c_cs = certsrc_acquire(rt->rt_certs);
+	c->c_cs = certsrc_acquire(p->cp_certs);
+	c->c_tlsp.tp_ctx = certset_ctx(c->c_cs);
+	c->c_tlsp.tp_kind = p->cp_kind == ROUTE_SERVER ? TLS_SERVER :
+	    TLS_CLIENT;
+	c->c_tlsp.tp_alpn = p->cp_alpn;
+	c->c_tlsp.tp_sni = p->cp_sni;
+	c->c_tlsp.tp_server_name = p->cp_server_name;
+	c->c_tlsp.tp_rules = p->cp_rules;
 
 	/* A MySQL client hears about any failure from now on as an ERR. */
-	if (rt->rt_conf->kind == ROUTE_MYSQL && mysql_begin(c) == -1) {
-		conn_fail(c, "failed", "out of memory");
+	if (p->cp_kind == ROUTE_MYSQL && conn_mysql_begin(c) == -1) {
+		conn_fail(c, CONN_FAILED, "out of memory");
 		return;
 	}
-	if (rt->rt_conf->kind == ROUTE_SERVER) {
-		if (tls_setup(c, &c->c_ep[0]) == -1) {
-			conn_fail(c, "failed", "cannot create a TLS session");
+	if (p->cp_kind == ROUTE_SERVER) {
+		if (tls_setup(&c->c_tls, &c->c_ep[0], &c->c_tlsp) == -1) {
+			conn_fail(c, CONN_FAILED, "cannot create a TLS "
+			    "session");
 			return;
 		}
 		conn_set_state(c, CS_HANDSHAKE);
@@ -245,7 +266,10 @@ conn_accept(struct worker *w, struct route_rt *rt, int fd,
 	conn_step(c);
 }
 
-/* Start or finish the connect to the target.  1 done, 0 waiting, -1 failed. */
+/*
+ * Start or finish the connect to the target.  1 done, 0 waiting, -1
+ * failed (why and the reason recorded; the caller closes).
+ */
 static int
 conn_connect(struct conn *c)
 {
@@ -254,12 +278,10 @@ conn_connect(struct conn *c)
 	int err = 0;
 
 	if (ep->ep_fd == -1) {
-		ep->ep_fd = addr_connect(&c->c_route->rt_target);
+		ep->ep_fd = addr_connect(c->c_p.cp_addr);
 		if (ep->ep_fd == -1) {
-			c->c_why = WHY_CONNECT;
-			conn_fail(c, NULL, "connect to %s: %s",
-			    c->c_route->rt_conf->target, strerror(errno));
-			return (-1);
+			err = errno;
+			goto fail;
 		}
 		ep->ep_wr_wait = EV_WRITE;
 		return (0);
@@ -268,13 +290,14 @@ conn_connect(struct conn *c)
 		return (0);
 	if (getsockopt(ep->ep_fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
 		err = errno;
-	if (err != 0) {
-		c->c_why = WHY_CONNECT;
-		conn_fail(c, NULL, "connect to %s: %s",
-		    c->c_route->rt_conf->target, strerror(err));
-		return (-1);
-	}
-	return (1);
+	if (err == 0)
+		return (1);
+fail:
+	c->c_why = WHY_CONNECT;
+	c->c_result = CONN_FAILED;
+	snprintf(c->c_reason, sizeof(c->c_reason), "connect to %s: %s",
+	    c->c_p.cp_target, strerror(err));
+	return (-1);
 }
 
 /* Arm both endpoints for what the current state waits for. */
@@ -294,13 +317,135 @@ conn_arm(struct conn *c)
 			want = ep->ep_rd_wait | ep->ep_wr_wait;
 			break;
 		case CS_RELAY:
-			want = relay_interest(c, ep);
+			want = relay_interest(&c->c_relay, ep);
 			break;
 		default:
 			want = 0;
 		}
-		ep_arm(c, ep, want);
+		ep_arm(c, i, want);
 	}
+}
+
+/* The TLS side's handshake failed: close with the session's verdict. */
+static void
+conn_tls_failed(struct conn *c)
+{
+	const struct tls_verdict *v = &c->c_tls.ts_v;
+
+	c->c_result = v->tv_denied ? CONN_DENIED : CONN_FAILED;
+	switch (v->tv_why) {
+	case TLS_WHY_POLICY:	c->c_why = WHY_POLICY; break;
+	case TLS_WHY_VERIFY:	c->c_why = WHY_VERIFY; break;
+	case TLS_WHY_NOCERT:	c->c_why = WHY_NOCERT; break;
+	case TLS_WHY_HANDSHAKE:	c->c_why = WHY_HANDSHAKE; break;
+	case TLS_WHY_NONE:	break;
+	}
+	conn_close(c, v->tv_reason[0] != '\0' ? v->tv_reason : NULL);
+}
+
+/* The MySQL upgrade is over: what it read beyond it goes on by relay. */
+static void
+conn_mysql_done(struct conn *c)
+{
+	uint8_t *b;
+	size_t n;
+
+	if ((b = mysql_take(c->c_my, MYSQL_CLIENT, &n)) != NULL)
+		relay_give(&c->c_relay, &c->c_relay.r_up, b, n);
+	if ((b = mysql_take(c->c_my, MYSQL_SERVER, &n)) != NULL)
+		relay_give(&c->c_relay, &c->c_relay.r_down, b, n);
+	mysql_end(c->c_my, NULL);
+	c->c_my = NULL;
+	conn_set_state(c, CS_RELAY);
+}
+
+/* The handshake phase; 0, or -1 when the connection was closed. */
+static int
+step_handshake(struct conn *c)
+{
+	switch (tls_handshake(&c->c_tls, tls_side(c))) {
+	case TLS_WAIT:
+		break;
+	case TLS_FAIL:
+		conn_tls_failed(c);
+		return (-1);
+	case TLS_DONE:
+		conn_set_state(c, c->c_p.cp_kind == ROUTE_SERVER ?
+		    CS_CONNECTING : CS_RELAY);
+		break;
+	}
+	return (0);
+}
+
+/* The connect phase; 0, or -1 when the connection was closed. */
+static int
+step_connect(struct conn *c)
+{
+	switch (conn_connect(c)) {
+	case -1:
+		conn_close(c, NULL);
+		return (-1);
+	case 0:
+		return (0);
+	}
+	if (c->c_p.cp_kind == ROUTE_SERVER)
+		conn_set_state(c, CS_RELAY);
+	else if (c->c_p.cp_kind == ROUTE_MYSQL)
+		conn_set_state(c, CS_MYSQL);
+	else if (tls_setup(&c->c_tls, &c->c_ep[1], &c->c_tlsp) == -1) {
+		conn_fail(c, CONN_FAILED, "cannot create a TLS session");
+		return (-1);
+	} else
+		conn_set_state(c, CS_HANDSHAKE);
+	return (0);
+}
+
+/* The MySQL phase; 0, or -1 when the connection was closed. */
+static int
+step_mysql(struct conn *c)
+{
+	switch (mysql_step(c->c_my)) {
+	case MYSQL_WAIT:
+		break;
+	case MYSQL_DONE:
+		conn_mysql_done(c);
+		break;
+	case MYSQL_FAIL:
+		conn_fail(c, CONN_FAILED, "%s", mysql_reason(c->c_my));
+		return (-1);
+	case MYSQL_TLS_FAIL:
+		conn_tls_failed(c);
+		return (-1);
+	}
+	return (0);
+}
+
+/* The relay phase; 0, or -1 when the connection was closed. */
+static int
+step_relay(struct conn *c)
+{
+	c->c_io_ms = now_ms();
+	switch (relay_pump(&c->c_relay)) {
+	case RELAY_FAILED:
+		c->c_abort = c->c_relay.r_abort;
+		conn_close(c, c->c_relay.r_reason);
+		return (-1);
+	case RELAY_DONE:
+		/* A direction that died keeps its reason. */
+		conn_close(c, c->c_relay.r_reason[0] ? c->c_relay.r_reason :
+		    "eof");
+		return (-1);
+	case RELAY_MORE:
+		/* Budget spent: the other connections of this worker
+		 * first, then on from here. */
+		event_active(&c->c_more, 0, 0);
+		break;
+	case RELAY_BLOCKED:
+		break;
+	}
+	if (relay_half_closed(&c->c_relay) && c->c_halfclosed_ms == 0)
+		c->c_halfclosed_ms = now_ms();
+	return (0);
 }
 
 /* Advance the state machine as far as it goes without blocking. */
@@ -314,76 +459,34 @@ conn_step(struct conn *c)
 		before = c->c_state;
 		switch (c->c_state) {
 		case CS_HANDSHAKE:
-			r = tls_handshake(c, tls_side(c));
-			if (r == -1)
-				return;		/* closed */
-			if (r == 0)
-				break;
-			conn_set_state(c, c->c_route->rt_conf->kind ==
-			    ROUTE_SERVER ? CS_CONNECTING : CS_RELAY);
+			r = step_handshake(c);
 			break;
 		case CS_CONNECTING:
-			r = conn_connect(c);
-			if (r == -1)
-				return;
-			if (r == 0)
-				break;
-			if (c->c_route->rt_conf->kind == ROUTE_SERVER) {
-				conn_set_state(c, CS_RELAY);
-				break;
-			}
-			if (c->c_route->rt_conf->kind == ROUTE_MYSQL) {
-				conn_set_state(c, CS_MYSQL);
-				break;
-			}
-			if (tls_setup(c, &c->c_ep[1]) == -1) {
-				conn_fail(c, "failed", "cannot create a TLS "
-				    "session");
-				return;
-			}
-			conn_set_state(c, CS_HANDSHAKE);
+			r = step_connect(c);
 			break;
 		case CS_MYSQL:
-			r = mysql_step(c);
-			if (r == -1)
-				return;		/* closed */
-			if (r == 1)
-				conn_set_state(c, CS_RELAY);
+			r = step_mysql(c);
 			break;
 		case CS_RELAY:
-			c->c_io_ms = now_ms();
-			if ((r = relay_pump(c)) == -1)
-				return;		/* closed */
-			if (r == 1)
-				/* Budget spent: the other connections of
-				 * this worker first, then on from here. */
-				event_active(&c->c_more, 0, 0);
-			if (c->c_up.h_done && c->c_down.h_done) {
-				/* A direction that died keeps its reason. */
-				conn_close(c, c->c_reason[0] ? NULL : "eof");
-				return;
-			}
-			if ((c->c_up.h_done || c->c_down.h_done) &&
-			    c->c_halfclosed_ms == 0)
-				c->c_halfclosed_ms = now_ms();
+			r = step_relay(c);
 			break;
 		default:
 			return;
 		}
+		if (r == -1)
+			return;		/* closed: c is gone */
 	} while (c->c_state != before);
 	conn_arm(c);
 	conn_timer_update(c);
 }
 
-void
-conn_fail(struct conn *c, const char *result, const char *fmt, ...)
+/* Record the result and why, then close. */
+static void
+conn_fail(struct conn *c, enum conn_result result, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (result != NULL)
-		c->c_result = result;
-	else
-		c->c_result = "failed";
+	c->c_result = result;
 	va_start(ap, fmt);
 	vsnprintf(c->c_reason, sizeof(c->c_reason), fmt, ap);
 	va_end(ap);
@@ -393,15 +496,16 @@ conn_fail(struct conn *c, const char *result, const char *fmt, ...)
 static void
 conn_log(struct conn *c)
 {
-	struct route_conf *rc = c->c_route->rt_conf;
+	const struct tls_verdict *v = &c->c_tls.ts_v;
 	struct logline l;
 	const char *ev = "close";
 	enum log_level lv = LOG_INFO;
+	char rules[512];
 
-	if (strcmp(c->c_result, "denied") == 0) {
+	if (c->c_result == CONN_DENIED) {
 		ev = "denied";
 		lv = LOG_WARN;
-	} else if (strcmp(c->c_result, "failed") == 0) {
+	} else if (c->c_result == CONN_FAILED) {
 		ev = c->c_why == WHY_VERIFY || c->c_why == WHY_NOCERT ||
 		    c->c_why == WHY_TIMEOUT || c->c_why == WHY_HANDSHAKE ||
 		    c->c_state == CS_HANDSHAKE ? "handshake_failed" :
@@ -409,18 +513,18 @@ conn_log(struct conn *c)
 		lv = LOG_WARN;
 	}
 	log_begin(&l, lv, ev);
-	log_str(&l, "route", rc->name);
+	log_str(&l, "route", c->c_p.cp_name);
 	log_str(&l, "peer", c->c_peer);
-	log_str(&l, "cn", c->c_cn[0] ? c->c_cn : NULL);
-	if (ev[0] == 'd') {
-		char rules[512];
-		log_str(&l, "sans", c->c_sans);
-		policy_describe(&rc->sec, rules, sizeof(rules));
+	log_str(&l, "cn", v->tv_cn[0] ? v->tv_cn : NULL);
+	if (c->c_result == CONN_DENIED) {
+		log_str(&l, "sans", v->tv_sans);
+		policy_describe(c->c_p.cp_rules, rules, sizeof(rules));
 		log_str(&l, "allowed", rules);
 	}
-	tls_log_fields(c, &l);
-	log_int(&l, "bytes_in", (int64_t)c->c_up.h_bytes);
-	log_int(&l, "bytes_out", (int64_t)c->c_down.h_bytes);
+	if (c->c_state != CS_HANDSHAKE)
+		tls_log_fields(tls_side(c), &l);
+	log_int(&l, "bytes_in", (int64_t)c->c_relay.r_up.h_bytes);
+	log_int(&l, "bytes_out", (int64_t)c->c_relay.r_down.h_bytes);
 	log_int(&l, "dur_ms", now_ms() - c->c_start_ms);
 	log_str(&l, "reason", c->c_reason);
 	log_end(&l);
@@ -451,43 +555,34 @@ abort_close(int fd)
 	close(fd);
 }
 
-/* Count the ended connection in its route's metrics. */
+/* Close endpoint i's socket the way the end of the connection wants. */
 static void
-conn_count(struct conn *c)
+close_side(struct conn *c, int i, int plain)
 {
-	struct route_stats *st = c->c_route->rt_stats;
-	int64_t dur = now_ms() - c->c_start_ms;
-	int b;
+	struct endpoint *ep = &c->c_ep[i];
 
-	if (strcmp(c->c_result, "denied") == 0)
-		atomic_fetch_add(&st->rs_denied, 1);
-	else if (strcmp(c->c_result, "failed") == 0)
-		atomic_fetch_add(&st->rs_failed, 1);
-	else
-		atomic_fetch_add(&st->rs_allowed, 1);
-	switch (c->c_why) {
-	case WHY_POLICY:	atomic_fetch_add(&st->rs_deny_policy, 1); break;
-	case WHY_VERIFY:	atomic_fetch_add(&st->rs_fail_verify, 1); break;
-	case WHY_NOCERT:	atomic_fetch_add(&st->rs_fail_nocert, 1); break;
-	case WHY_TIMEOUT:	atomic_fetch_add(&st->rs_fail_timeout, 1); break;
-	case WHY_HANDSHAKE:	atomic_fetch_add(&st->rs_fail_other, 1); break;
-	case WHY_CONNECT:	atomic_fetch_add(&st->rs_fail_connect, 1); break;
-	case WHY_NONE:		break;
+	if (ep->ep_fd == -1)
+		return;
+	if (c->c_abort && plain)
+		abort_close(ep->ep_fd);
+	else if (i == 0 && !ep->ep_rd_eof)
+		/* The client may still be sending: let what is queued for
+		 * it (an alert, a reply's tail, an ERR) reach it before its
+		 * bytes force a reset. */
+		linger_close(c->c_p.cp_base, ep->ep_fd);
+	else {
+		drain(ep->ep_fd);
+		close(ep->ep_fd);
 	}
-	atomic_fetch_add(&st->rs_bytes_in, c->c_up.h_bytes);
-	atomic_fetch_add(&st->rs_bytes_out, c->c_down.h_bytes);
-	for (b = 0; b < DUR_BUCKETS; b++)
-		if ((double)dur / 1000.0 <= route_dur_bounds[b])
-			break;
-	atomic_fetch_add(&st->rs_dur[b], 1);
-	atomic_fetch_add(&st->rs_dur_sum_ms, (uint64_t)dur);
+	ep->ep_fd = -1;
 }
 
 void
 conn_close(struct conn *c, const char *reason)
 {
-	struct route_rt *rt = c->c_route;
-	int i;
+	struct conn_end e;
+	char msg[512];
+	int i, plain;
 
 	assert(c->c_magic == CONN_MAGIC);
 	if (reason != NULL)
@@ -495,45 +590,33 @@ conn_close(struct conn *c, const char *reason)
 	if (c->c_reason[0] == '\0')
 		snprintf(c->c_reason, sizeof(c->c_reason), "closed");
 	conn_log(c);
-	conn_count(c);
-	mysql_abort(c);		/* the MySQL client hears why, as an ERR */
+	/* What a MySQL client will hear, while the route's name is ours. */
+	snprintf(msg, sizeof(msg), "dmtls (route %s): %s", c->c_p.cp_name,
+	    c->c_reason);
 
+	memset(&e, 0, sizeof(e));
+	e.ce_conn = c;
+	e.ce_result = c->c_result;
+	e.ce_why = c->c_why;
+	e.ce_bytes_in = c->c_relay.r_up.h_bytes;
+	e.ce_bytes_out = c->c_relay.r_down.h_bytes;
+	e.ce_dur_ms = now_ms() - c->c_start_ms;
+	c->c_p.cp_end(c->c_p.cp_arg, &e);
+
+	mysql_end(c->c_my, msg);	/* the client hears why, as an ERR */
+	c->c_my = NULL;
 	event_del(&c->c_timer);
 	event_del(&c->c_more);
 	for (i = 0; i < 2; i++) {
-		struct endpoint *ep = &c->c_ep[i];
-		int plain = ep->ep_ssl == NULL;
-
-		if (ep->ep_armed)
-			event_del(&ep->ep_ev);
-		/* Best effort: an alert or close_notify still staged. */
-		if (tls_pending(ep))
-			(void)tls_flush(ep);
-		if (ep->ep_ssl != NULL)
-			wolfSSL_free(ep->ep_ssl);
-		relay_buf_put(ep->ep_ra);
-		relay_buf_put(ep->ep_wa);
-		if (ep->ep_fd == -1)
-			continue;
-		if (c->c_abort && plain)
-			abort_close(ep->ep_fd);
-		else if (i == 0 && !ep->ep_rd_eof)
-			/* The client may still be sending: let what is
-			 * queued for it (an alert, a reply's tail, an ERR)
-			 * reach it before its bytes force a reset. */
-			linger_close(c->c_worker->w_base, ep->ep_fd);
-		else {
-			drain(ep->ep_fd);
-			close(ep->ep_fd);
-		}
+		plain = c->c_ep[i].ep_ssl == NULL;
+		if (c->c_side[i].cs_armed)
+			event_del(&c->c_side[i].cs_ev);
+		endpoint_release(&c->c_ep[i]);
+		close_side(c, i, plain);
 	}
-	relay_buf_put(c->c_up.h_buf);
-	relay_buf_put(c->c_down.h_buf);
+	relay_free(&c->c_relay);
 	certset_release(c->c_cs);
-	worker_conn_del(c->c_worker, c);
 	c->c_magic = 0;
 	c->c_state = CS_CLOSED;
 	free(c);
-	route_conn_done(rt);
-	route_release(rt);
 }

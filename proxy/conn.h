@@ -1,35 +1,40 @@
 /*
- * conn.h: one proxied connection: two endpoints, two direction halves, one
- * explicit state and one way out (conn_close).
+ * conn.h: one proxied connection: two endpoints, one explicit state, its
+ * timers, and one way out (conn_close), the only place a connection is
+ * closed.  What it needs from its route comes in as parameters; the owner
+ * hears of the end through the callback it gave.
  *
  * Endpoint 0 is the side dmtls accepted; endpoint 1 is the side it dialled.
- * On a server route endpoint 0 speaks TLS, on a client route endpoint 1 does.
- * The "up" half carries bytes from endpoint 0 to endpoint 1, "down" the rest.
+ * On a server route endpoint 0 speaks TLS, on client and mysql routes
+ * endpoint 1 does.
  */
 #ifndef DMTLS_CONN_H
 #define DMTLS_CONN_H
 
 #include <sys/queue.h>
+#include <sys/socket.h>
 #include <stdint.h>
 
 #include <event2/event.h>
 #include <event2/event_struct.h>
-#include <wolfssl/options.h>
-#include <wolfssl/ssl.h>
 
-struct route_rt;
-struct worker;
+#include "conf.h"
+#include "endpoint.h"
+#include "relay.h"
+#include "tls.h"
+
+struct addr;
 struct certset;
-struct mysql_state;
+struct certsrc;
+struct conn;
+struct mysql;
+struct policy_rules;
+struct strlist;
 
 #define CONN_MAGIC	0x636f6e6eU	/* "conn" */
-#define RELAY_BUFSZ	65536		/* pooled buffer size */
-/* Plaintext read per round: four TLS records, whose framing still fits in
- * one RELAY_BUFSZ buffer of staged TLS output. */
-#define RELAY_READMAX	(RELAY_BUFSZ - 1024)
-/* Bytes one connection may move per wakeup before its worker serves the
- * others (relay_pump returns 1, the connection is woken again). */
-#define RELAY_BUDGET	(1024 * 1024)
+
+/* How a connection ended. */
+enum conn_result { CONN_ALLOWED = 0, CONN_DENIED, CONN_FAILED };
 
 /* Why a connection was refused or failed, for metrics. */
 enum conn_why {
@@ -42,6 +47,46 @@ enum conn_why {
 	WHY_CONNECT		/* target unreachable */
 };
 
+/* What the owner learns when a connection ends. */
+struct conn_end {
+	struct conn		*ce_conn;
+	enum conn_result	 ce_result;
+	enum conn_why		 ce_why;
+	uint64_t		 ce_bytes_in;	/* from the accepted side */
+	uint64_t		 ce_bytes_out;	/* to the accepted side */
+	int64_t			 ce_dur_ms;
+};
+
+/*
+ * conn_end_cb(arg, end): the connection ended.  Called once, from
+ * conn_close(), after the log line and before the sockets are closed;
+ * from then on the connection touches nothing its parameters point at.
+ */
+typedef void conn_end_cb(void *, const struct conn_end *);
+
+/*
+ * What a connection is told to do.  The pointers must stay valid until
+ * its end callback has been called.
+ */
+struct conn_params {
+	struct event_base	*cp_base;	/* the loop it runs in */
+	enum route_kind		 cp_kind;
+	const char		*cp_name;	/* the route's, for logs */
+	const char		*cp_target;	/* as written, for reasons */
+	const struct addr	*cp_addr;	/* the target, resolved */
+	long			 cp_handshake_ms;
+	long			 cp_connect_ms;
+	long			 cp_idle_ms;	/* 0 = none */
+	long			 cp_close_ms;
+	struct certsrc		*cp_certs;	/* a set is acquired per conn */
+	const struct policy_rules *cp_rules;
+	const struct strlist	*cp_alpn;
+	const char		*cp_sni;	/* client/mysql: "" for none */
+	const char		*cp_server_name; /* client/mysql, or NULL */
+	conn_end_cb		*cp_end;
+	void			*cp_arg;
+};
+
 enum conn_state {
 	CS_NEW = 0,
 	CS_HANDSHAKE,		/* TLS handshake with the TLS side */
@@ -51,52 +96,20 @@ enum conn_state {
 	CS_CLOSED
 };
 
-struct endpoint {
-	struct conn	*ep_conn;
-	int		 ep_fd;
-	WOLFSSL		*ep_ssl;	/* NULL on the plaintext side */
-	struct event	 ep_ev;
-	short		 ep_armed;	/* EV_READ|EV_WRITE in the event base */
-	short		 ep_rd_wait;	/* a read is blocked until this fires */
-	short		 ep_wr_wait;	/* a write is blocked until this fires */
-	uint8_t		*ep_ra;		/* TLS read-ahead (pooled), or NULL */
-	uint32_t	 ep_ra_off;
-	uint32_t	 ep_ra_len;
-	uint8_t		*ep_wa;		/* TLS output staged (pooled), or NULL */
-	uint32_t	 ep_wa_off;
-	uint32_t	 ep_wa_len;
-	unsigned	 ep_notify_sent:1; /* close_notify staged */
-	unsigned	 ep_rd_eof:1;	/* the peer ended its sending side */
-	unsigned	 ep_drained:1;	/* the last recv() came back short */
-	unsigned	 ep_closed_notify:1; /* ... with a TLS close_notify */
-	/* TLS record boundaries of what wolfSSL was given, so an EOF inside
-	 * a record (a cut stream) is told from one between records. */
-	uint16_t	 ep_rec_left;	/* body bytes of the current record */
-	uint8_t		 ep_rec_hlen;	/* header bytes seen (0-4) */
-	uint8_t		 ep_rec_hi;	/* high byte of its length */
-	unsigned	 ep_cut:1;	/* the stream ended inside a record */
-};
-
-struct half {
-	struct endpoint	*h_src;
-	struct endpoint	*h_dst;
-	uint8_t		*h_buf;		/* NULL while empty: memory on demand */
-	size_t		 h_off;
-	size_t		 h_len;
-	uint64_t	 h_bytes;
-	unsigned	 h_done:1;	/* EOF passed on to h_dst, or h_dead */
-	unsigned	 h_dead:1;	/* h_dst refused a write: nothing more
-					 * goes this way, h_src is not read */
+/* How the connection polls one of its endpoints. */
+struct conn_side {
+	struct conn	*cs_conn;
+	struct event	 cs_ev;
+	short		 cs_armed;	/* EV_READ|EV_WRITE in the event base */
 };
 
 struct conn {
 	uint32_t		 c_magic;
 	enum conn_state		 c_state;
-	struct route_rt		*c_route;
-	struct worker		*c_worker;
+	struct conn_params	 c_p;
 	struct endpoint		 c_ep[2];
-	struct half		 c_up;
-	struct half		 c_down;
+	struct conn_side	 c_side[2];	/* their events */
+	struct relay		 c_relay;
 	struct certset		*c_cs;
 	struct event		 c_timer;
 	int64_t			 c_start_ms;
@@ -105,88 +118,41 @@ struct conn {
 	int64_t			 c_halfclosed_ms; /* 0 until one half is done */
 	int64_t			 c_timer_at;	/* when c_timer fires, 0 = idle */
 	char			 c_peer[64];
-	char			 c_cn[256];
-	char			 c_sans[256];
 	char			 c_reason[200];
-	const char		*c_result;	/* "allowed", "denied", "failed" */
+	enum conn_result	 c_result;
 	enum conn_why		 c_why;
-	struct mysql_state	*c_my;		/* mysql routes, until relaying */
-	int			 c_alpn_done;	/* server: ALPN chosen */
+	struct mysql		*c_my;		/* mysql routes, until relaying */
+	struct tls_params	 c_tlsp;	/* for the TLS side's session */
+	struct tls_session	 c_tls;
 	int			 c_abort;	/* a corrupt or cut TLS stream: the
 						 * plaintext side gets a reset */
 	struct event		 c_more;	/* the relay spent its budget: go
 						 * on from the event loop */
-	TAILQ_ENTRY(conn)	 c_entry;
+	TAILQ_ENTRY(conn)	 c_entry;	/* for the owner's list */
 };
 
-/* conn_accept(w, rt, fd, sa, salen): take over an accepted socket. */
-void conn_accept(struct worker *, struct route_rt *, int,
+/*
+ * conn_new(p, fd, sa, salen): a connection for the accepted socket fd
+ * (peer address sa), not started yet.  NULL when out of memory: fd is
+ * closed and the end callback is not called.
+ */
+struct conn *conn_new(const struct conn_params *, int,
     const struct sockaddr *, socklen_t);
 
 /*
+ * conn_start(c): reread the certificates and go: handshake or connect.
+ * From here on the end callback is called exactly once, perhaps before
+ * conn_start returns.
+ */
+void conn_start(struct conn *);
+
+/*
  * conn_close(c, reason): the one teardown: logs the end of the connection,
- * frees whatever exists (safe on a half-built connection) and releases the
- * route's slot.  reason NULL keeps a reason already recorded.
+ * calls the end callback, closes the sockets (a reset where a stream was
+ * cut, a lingering close where the client may still send) and frees
+ * whatever exists (safe on a half-built connection).  reason NULL keeps a
+ * reason already recorded.
  */
 void conn_close(struct conn *, const char *);
-
-/* conn_fail(c, result, fmt, ...): record why, then conn_close(). */
-void conn_fail(struct conn *, const char *, const char *, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Result of one I/O attempt on an endpoint. */
-enum io { IO_OK, IO_EOF, IO_WAIT, IO_ERR };
-
-/*
- * endpoint_read/endpoint_write(ep, buf, len, n, err): one non-blocking
- * read or write, through TLS when ep has a session.  IO_WAIT records in
- * ep_rd_wait/ep_wr_wait what must fire first; IO_ERR leaves a code in err
- * for endpoint_errstr().  A write that waited must be retried with the same
- * bytes.
- */
-enum io endpoint_read(struct endpoint *, uint8_t *, size_t, size_t *, int *);
-enum io endpoint_write(struct endpoint *, const uint8_t *, size_t, size_t *,
-    int *);
-const char *endpoint_errstr(const struct endpoint *, int);
-
-/*
- * relay_pump(c): move bytes both ways until every side would block (0), or
- * until RELAY_BUDGET bytes moved in this call (1: call again soon).  -1
- * when the connection was closed.
- */
-int relay_pump(struct conn *);
-
-/* relay_interest(c, ep): the events endpoint ep waits for while relaying. */
-short relay_interest(const struct conn *, const struct endpoint *);
-
-/* relay_buf_get/put: per-thread pool of RELAY_BUFSZ buffers. */
-uint8_t *relay_buf_get(void);
-void relay_buf_put(uint8_t *);
-
-/* relay_buf_drain(): free the calling thread's pool (at thread exit). */
-void relay_buf_drain(void);
-
-/*
- * tls_flush(ep): send the TLS output staged for ep (records of a write, a
- * handshake flight, an alert).  1 all sent, 0 would block (ep_wr_wait set),
- * -1 error (errno).
- */
-int tls_flush(struct endpoint *);
-
-/* tls_pending(ep): 1 while TLS output is staged for ep. */
-#define tls_pending(ep)	((ep)->ep_wa_len > (ep)->ep_wa_off)
-
-/* tls_verify_cb: the identity policy inside the handshake (certset). */
-int tls_verify_cb(int, WOLFSSL_X509_STORE_CTX *);
-
-/* tls_setup(c, ep): a WOLFSSL for ep from c's set: ALPN, SNI, hostname. */
-int tls_setup(struct conn *, struct endpoint *);
-
-/* tls_handshake(c, ep): 1 done, 0 in progress (waits set), -1 failed. */
-int tls_handshake(struct conn *, struct endpoint *);
-
-/* tls_describe_end(c, l): TLS fields for the connection's log line. */
-struct logline;
-void tls_log_fields(const struct conn *, struct logline *);
 
 #endif

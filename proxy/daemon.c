@@ -18,6 +18,7 @@
 
 #include "../policy/policy.h"
 #include "conffile.h"
+#include "daemon.h"
 #include "log.h"
 #include "notify.h"
 #include "route.h"
@@ -81,7 +82,7 @@ daemon_build(struct daemon *d, struct route_conf *rcs, size_t n,
 		*rc = rcs[i];
 		memset(&rcs[i], 0, sizeof(rcs[i]));
 		where(rc, at, sizeof(at));
-		if ((rt = route_new(d, rc, why, sizeof(why))) == NULL) {
+		if ((rt = route_new(rc, why, sizeof(why))) == NULL) {
 			snprintf(err, errlen, "%s%s", at, why);
 			goto fail;
 		}
@@ -106,15 +107,16 @@ daemon_build(struct daemon *d, struct route_conf *rcs, size_t n,
 			route_take_listeners(out->rs_v[i], old);
 	}
 	for (i = 0; i < out->rs_n; i++) {
-		rc = out->rs_v[i]->rt_conf;
+		rt = out->rs_v[i];
+		rc = rt->rt_conf;
 		if (rc->kind == ROUTE_SERVER && !rc->sec.verify_client)
 			log_msg(LOG_WARN, "no_client_auth", "ROUTE %s DOES NOT "
 			    "ASK CLIENTS FOR A CERTIFICATE (verify-client = "
 			    "false): anyone who reaches %s gets through to %s%s",
 			    rc->name, rc->listen, rc->target,
-			    policy_empty(&rc->sec) ? "" : "; its cert-allowed-* "
+			    policy_empty(&rt->rt_rules) ? "" : "; its cert-allowed-* "
 			    "rules are ignored");
-		else if (policy_empty(&rc->sec))
+		else if (policy_empty(&rt->rt_rules))
 			log_msg(LOG_WARN, "open_policy", "route %s accepts any "
 			    "certificate signed by %s; set cert-allowed-cn to "
 			    "limit who may connect", rc->name, rc->sec.ssl_ca);
@@ -204,7 +206,9 @@ daemon_reload(struct daemon *d)
 	d->d_routes = set;
 	d->d_reload_ok = 1;
 	d->d_reload_err[0] = '\0';
-	worker_switch_all(d);
+	atomic_store(&d->d_switching, d->d_nworkers);
+	for (i = 0; i < (size_t)d->d_nworkers; i++)
+		event_active(&d->d_workers[i].dw_switch, 0, 0);
 }
 
 static void
@@ -227,7 +231,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	notify_send("STOPPING=1");
 	atomic_store(&d->d_closing, d->d_nworkers);
 	for (i = 0; i < d->d_nworkers; i++)
-		event_active(&d->d_workers[i].w_stop, 0, 0);
+		event_active(&d->d_workers[i].dw_stop, 0, 0);
 	tv.tv_sec = d->d_g.shutdown_timeout_ms / 1000;
 	tv.tv_usec = (d->d_g.shutdown_timeout_ms % 1000) * 1000;
 	/* The main loop ends at the deadline; workers still busy get cut. */
@@ -257,6 +261,82 @@ watchdog_cb(evutil_socket_t fd, short what, void *arg)
 	notify_send("WATCHDOG=1");
 }
 
+/* Start (on) or stop dw's listeners of dw_routes, in its thread (or
+ * before that runs). */
+static void
+serve(struct daemon_worker *dw, int on)
+{
+	size_t i;
+
+	for (i = 0; i < dw->dw_routes.rs_n; i++)
+		if (on)
+			route_listen(dw->dw_routes.rs_v[i], &dw->dw_w);
+		else
+			route_stop_listening(dw->dw_routes.rs_v[i], &dw->dw_w);
+}
+
+/*
+ * In a worker's thread: stop accepting (the listeners of the generation it
+ * serves), then drain.  The last worker to close its listeners says so.
+ */
+static void
+stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon_worker *dw = arg;
+	struct daemon *d = dw->dw_d;
+
+	(void)fd;
+	(void)what;
+	serve(dw, 0);
+	if (atomic_fetch_sub(&d->d_closing, 1) == 1)
+		event_active(&d->d_closed, 0, 0);
+	worker_drain(&dw->dw_w);
+}
+
+/* In a worker's thread: stop the old generation's listeners, start the
+ * new one's.  The last worker to switch says so. */
+static void
+switch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon_worker *dw = arg;
+	struct daemon *d = dw->dw_d;
+
+	(void)fd;
+	(void)what;
+	if (!dw->dw_w.w_draining) {
+		serve(dw, 0);
+		dw->dw_routes = d->d_routes;
+		serve(dw, 1);
+	}
+	if (atomic_fetch_sub(&d->d_switching, 1) == 1)
+		event_active(&d->d_switched, 0, 0);
+}
+
+/* Make the workers' loops, with d_routes listening in each, and start
+ * their threads.  0 or -1. */
+static int
+workers_start(struct daemon *d)
+{
+	struct daemon_worker *dw;
+	int i;
+
+	for (i = 0; i < d->d_nworkers; i++) {
+		dw = &d->d_workers[i];
+		dw->dw_d = d;
+		if (worker_init(&dw->dw_w, i) == -1)
+			return (-1);
+		event_assign(&dw->dw_stop, dw->dw_w.w_base, -1, 0, stop_cb, dw);
+		event_assign(&dw->dw_switch, dw->dw_w.w_base, -1, 0, switch_cb,
+		    dw);
+		dw->dw_routes = d->d_routes;
+		serve(dw, 1);	/* from the main thread, before it runs */
+	}
+	for (i = 0; i < d->d_nworkers; i++)
+		if (worker_run(&d->d_workers[i].dw_w) == -1)
+			return (-1);
+	return (0);
+}
+
 /* Stop the main loop early once every worker has finished draining. */
 static void *
 joiner_main(void *arg)
@@ -265,7 +345,7 @@ joiner_main(void *arg)
 	int i;
 
 	for (i = 0; i < d->d_nworkers; i++)
-		pthread_join(d->d_workers[i].w_thread, NULL);
+		pthread_join(d->d_workers[i].dw_w.w_thread, NULL);
 	event_base_loopbreak(d->d_base);
 	return (NULL);
 }
@@ -278,7 +358,7 @@ daemon_run(struct daemon *d)
 	pthread_t joiner;
 	uint64_t wdusec;
 	char err[512];
-	int i;
+	int i, forced = 0;
 
 	signal(SIGPIPE, SIG_IGN);
 	if ((d->d_base = event_base_new()) == NULL)
@@ -296,7 +376,7 @@ daemon_run(struct daemon *d)
 		    d->d_g.status, err);
 		return (2);
 	}
-	if (worker_start(d) == -1) {
+	if (workers_start(d) == -1) {
 		log_msg(LOG_ERROR, "start_failed", "cannot start the workers");
 		return (1);
 	}
@@ -318,7 +398,7 @@ daemon_run(struct daemon *d)
 	event_base_dispatch(d->d_base);
 	/* Either every worker drained, or the shutdown deadline passed. */
 	for (i = 0; i < d->d_nworkers; i++)
-		event_active(&d->d_workers[i].w_kill, 0, 0);
+		worker_kill(&d->d_workers[i].dw_w);
 	pthread_join(joiner, NULL);
 
 	if (wd != NULL)
@@ -328,10 +408,12 @@ daemon_run(struct daemon *d)
 	status_free(d->d_status);
 	routeset_release(&d->d_old);
 	routeset_release(&d->d_routes);
-	for (i = 0; i < d->d_nworkers; i++)
-		event_base_free(d->d_workers[i].w_base);
+	for (i = 0; i < d->d_nworkers; i++) {
+		forced |= atomic_load(&d->d_workers[i].dw_w.w_forced);
+		worker_free(&d->d_workers[i].dw_w);
+	}
 	event_base_free(d->d_base);
-	if (atomic_load(&d->d_forced)) {
+	if (forced) {
 		log_msg(LOG_WARN, "stopped", "shutdown timeout: open "
 		    "connections were cut");
 		return (1);

@@ -17,7 +17,6 @@
 #include <unistd.h>
 
 #include "addr.h"
-#include "cli.h"
 #include "conffile.h"
 #include "healthcheck.h"
 #include "util.h"

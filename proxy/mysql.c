@@ -1,5 +1,5 @@
 /*
- * mysql.c: the in-band TLS upgrade of `mysql` routes.
+ * mysql.c: the in-band TLS upgrade of `mysql` routes, as a state machine.
  *
  *   client (plaintext)          dmtls                         server
  *                                 <-- HandshakeV10 seq 0 ------ (needs CLIENT_SSL)
@@ -20,43 +20,32 @@
  * arrives after it is read by wolfSSL as TLS, where garbage fails the
  * handshake).  So when tls_setup() runs, ms_in[SRV] and the endpoint's
  * read-ahead are empty, and every server byte the relay ever sees came
- * through TLS.  Refusals end the connection with an ERR to the
- * client and a conn_failed log line.
+ * through TLS.  Refusals end the upgrade with MYSQL_FAIL: the client then
+ * gets an ERR (mysql_end) and the connection a conn_failed log line.
  *
  * Each leg keeps its own sequence counter: a packet received sets the leg's
  * next id, a packet sent is stamped with it.  That renumbers forwarded
  * packets and leaves room for the ones dmtls answers itself (the RSA public
  * key a plaintext client asks for in caching_sha2_password or
  * sha256_password full authentication).
+ *
+ * The packets themselves are parsed and built in mysqlproto.c.
  */
 #include <sys/socket.h>
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <wolfssl/options.h>
-#include <wolfssl/wolfcrypt/asn_public.h>
-#include <wolfssl/wolfcrypt/random.h>
-#include <wolfssl/wolfcrypt/rsa.h>
-
-#include "conn.h"
-#include "log.h"
+#include "bufpool.h"
+#include "endpoint.h"
 #include "mysql.h"
-#include "route.h"
+#include "mysqlkey.h"
+#include "mysqlproto.h"
+#include "tls.h"
 
-#define CLIENT_PROTOCOL_41	0x00000200U
-#define CLIENT_SSL		0x00000800U
-#define CLIENT_SECURE_CONN	0x00008000U
-#define CLIENT_CONNECT_WITH_DB	0x00000008U
-#define CLIENT_PLUGIN_AUTH	0x00080000U
-#define CLIENT_LENENC_AUTH	0x00200000U
-
-#define ER_HANDSHAKE_ERROR	1043
-
-enum { CLI = 0, SRV = 1 };		/* legs: endpoint 0 and endpoint 1 */
+enum { CLI = MYSQL_CLIENT, SRV = MYSQL_SERVER };
 
 enum my_phase {
 	MY_GREETING,		/* waiting for the server's greeting */
@@ -73,282 +62,59 @@ enum my_expect {
 	EXPECT_RSA		/* key request, RSA ciphertext or cleartext */
 };
 
-struct mysql_state {
-	enum my_phase	 ms_phase;
-	enum my_expect	 ms_expect;
-	uint8_t		 ms_in[2][MY_MAXPKT + 4];	/* read from a leg */
-	size_t		 ms_inlen[2];
-	uint8_t		 ms_out[2][MY_MAXPKT + 4];	/* to write to a leg */
-	size_t		 ms_outoff[2];
-	size_t		 ms_outlen[2];
-	uint8_t		 ms_seq[2];	/* next sequence id on each leg */
-	uint8_t		 ms_login[MY_MAXPKT];
-	size_t		 ms_loginlen;
-	uint8_t		 ms_nonce[20];
-	char		 ms_plugin[64];
-	unsigned	 ms_client_told:1; /* the client got OK/ERR */
+/* One round's outcome inside the state machine. */
+enum { R_FAIL = -1, R_BLOCKED = 0, R_MOVED = 1, R_TLS_FAIL = 2 };
+
+struct mysql {
+	struct mysql_params	 ms_p;
+	struct endpoint		*ms_ep[2];
+	enum my_phase		 ms_phase;
+	enum my_expect		 ms_expect;
+	uint8_t			 ms_in[2][MY_MAXPKT + 4];	/* read from a leg */
+	size_t			 ms_inlen[2];
+	uint8_t			 ms_out[2][MY_MAXPKT + 4];	/* to write to a leg */
+	size_t			 ms_outoff[2];
+	size_t			 ms_outlen[2];
+	uint8_t			 ms_seq[2];	/* next sequence id on each leg */
+	uint8_t			 ms_login[MY_MAXPKT];
+	size_t			 ms_loginlen;
+	uint8_t			 ms_nonce[20];
+	char			 ms_plugin[64];
+	uint8_t			*ms_left[2];	/* after MY_DONE: leftover input */
+	size_t			 ms_leftlen[2];
+	char			 ms_reason[200];
+	unsigned		 ms_client_told:1; /* the client got OK/ERR */
+	unsigned		 ms_refused:1;	/* the server's ERR, before TLS */
 };
-
-/* ---- the RSA key offered to clients ---------------------------------- */
-
-static pthread_mutex_t key_lock = PTHREAD_MUTEX_INITIALIZER;
-static RsaKey key;
-static WC_RNG key_rng;
-static int key_ready;
-static char key_pem[1024];
-static size_t key_pem_len;
-
-int
-mysql_keys_init(char *err, size_t errlen)
-{
-	uint8_t der[1024];
-	int n, rc = -1;
-
-	pthread_mutex_lock(&key_lock);
-	if (key_ready) {
-		rc = 0;
-		goto out;
-	}
-	if (wc_InitRng(&key_rng) != 0 || wc_InitRsaKey(&key, NULL) != 0 ||
-	    wc_MakeRsaKey(&key, 2048, WC_RSA_EXPONENT, &key_rng) != 0 ||
-	    wc_RsaSetRNG(&key, &key_rng) != 0) {
-		snprintf(err, errlen, "cannot generate the RSA key offered to "
-		    "MySQL clients");
-		goto out;
-	}
-	if ((n = wc_RsaKeyToPublicDer(&key, der, sizeof(der))) <= 0 ||
-	    (n = wc_DerToPem(der, (word32)n, (byte *)key_pem,
-	    sizeof(key_pem) - 1, PUBLICKEY_TYPE)) <= 0) {
-		snprintf(err, errlen, "cannot export the RSA public key");
-		goto out;
-	}
-	key_pem_len = (size_t)n;
-	key_ready = 1;
-	rc = 0;
-out:
-	pthread_mutex_unlock(&key_lock);
-	return (rc);
-}
-
-/* RSA-OAEP (SHA-1, as MySQL clients use) decrypt; length or -1. */
-static int
-key_decrypt(const uint8_t *in, size_t n, uint8_t *out, size_t outlen)
-{
-	int r;
-
-	pthread_mutex_lock(&key_lock);
-	r = key_ready ? wc_RsaPrivateDecrypt_ex(in, (word32)n, out,
-	    (word32)outlen, &key, WC_RSA_OAEP_PAD, WC_HASH_TYPE_SHA,
-	    WC_MGF1SHA1, NULL, 0) : -1;
-	pthread_mutex_unlock(&key_lock);
-	return (r < 0 ? -1 : r);
-}
-
-/* ---- packet parsing -------------------------------------------------- */
-
-static uint32_t
-le32(const uint8_t *p)
-{
-	return ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	    (uint32_t)p[3] << 24);
-}
-
-/* Copy a NUL-terminated string at p[*off] (within n) into dst. */
-static int
-get_cstr(const uint8_t *p, size_t n, size_t *off, char *dst, size_t dstlen)
-{
-	const uint8_t *nul;
-	size_t len;
-
-	if (*off > n)
-		return (-1);
-	if ((nul = memchr(p + *off, 0, n - *off)) == NULL)
-		return (-1);
-	len = (size_t)(nul - (p + *off));
-	if (dst != NULL) {
-		if (len >= dstlen)
-			len = dstlen - 1;
-		memcpy(dst, p + *off, len);
-		dst[len] = '\0';
-	}
-	*off = (size_t)(nul - p) + 1;
-	return (0);
-}
-
-int
-my_parse_greeting(const uint8_t *p, size_t n, struct my_greeting *g)
-{
-	size_t off = 1, part2;
-	uint8_t auth_len = 0;
-
-	memset(g, 0, sizeof(*g));
-	if (n < 1 || p[0] != 0x0a)
-		return (-1);
-	if (get_cstr(p, n, &off, g->g_version, sizeof(g->g_version)) == -1)
-		return (-1);
-	/* connection id 4, scramble part 1 8, filler 1, caps low 2 */
-	if (off + 15 > n)
-		return (-1);
-	off += 4;
-	memcpy(g->g_nonce, p + off, 8);
-	g->g_nonce_len = 8;
-	off += 9;
-	g->g_caps_lo_off = off;
-	g->g_caps = (uint32_t)p[off] | (uint32_t)p[off + 1] << 8;
-	off += 2;
-	if (off == n)
-		return (0);		/* a pre-4.1 server: no more fields */
-	/* charset 1, status 2, caps high 2, auth data length 1, reserved 10 */
-	if (off + 16 > n)
-		return (-1);
-	g->g_caps |= ((uint32_t)p[off + 3] | (uint32_t)p[off + 4] << 8) << 16;
-	auth_len = p[off + 5];
-	off += 16;
-	if (g->g_caps & CLIENT_SECURE_CONN) {
-		part2 = auth_len > 8 ? (size_t)auth_len - 8 : 13;
-		if (part2 < 13)
-			part2 = 13;
-		if (off + part2 > n)
-			return (-1);
-		/* 12 scramble bytes and a NUL. */
-		memcpy(g->g_nonce + 8, p + off, 12);
-		g->g_nonce_len = 20;
-		off += part2;
-	}
-	if ((g->g_caps & CLIENT_PLUGIN_AUTH) && off < n) {
-		/* Some servers omit the final NUL. */
-		size_t len = n - off;
-		const uint8_t *nul = memchr(p + off, 0, len);
-		if (nul != NULL)
-			len = (size_t)(nul - (p + off));
-		if (len >= sizeof(g->g_plugin))
-			return (-1);
-		memcpy(g->g_plugin, p + off, len);
-		g->g_plugin[len] = '\0';
-	}
-	return (0);
-}
-
-/* A length-encoded integer at p[*off]; -1 when it runs past n. */
-static int
-get_lenenc(const uint8_t *p, size_t n, size_t *off, uint64_t *v)
-{
-	size_t need;
-	uint8_t b;
-
-	if (*off >= n)
-		return (-1);
-	b = p[(*off)++];
-	if (b < 0xfb) {
-		*v = b;
-		return (0);
-	}
-	need = b == 0xfc ? 2 : b == 0xfd ? 3 : b == 0xfe ? 8 : 0;
-	if (need == 0 || *off + need > n)
-		return (-1);
-	*v = 0;
-	while (need-- > 0)
-		*v |= (uint64_t)p[*off + need] << (8 * need);
-	*off += b == 0xfc ? 2 : b == 0xfd ? 3 : 8;
-	return (0);
-}
-
-int
-my_parse_login(const uint8_t *p, size_t n, struct my_login *l)
-{
-	size_t off = 32;
-	uint64_t alen;
-
-	memset(l, 0, sizeof(*l));
-	if (n < 32)
-		return (-1);
-	l->l_caps = le32(p);
-	if (!(l->l_caps & CLIENT_PROTOCOL_41))
-		return (-1);
-	if (n == 32)
-		return (0);		/* an SSLRequest: no more fields */
-	if (get_cstr(p, n, &off, l->l_user, sizeof(l->l_user)) == -1)
-		return (-1);
-	if (l->l_caps & CLIENT_LENENC_AUTH) {
-		if (get_lenenc(p, n, &off, &alen) == -1)
-			return (-1);
-	} else if (l->l_caps & CLIENT_SECURE_CONN) {
-		if (off >= n)
-			return (-1);
-		alen = p[off++];
-	} else {
-		/* Old clients: a NUL-terminated response. */
-		size_t start = off;
-		if (get_cstr(p, n, &off, NULL, 0) == -1)
-			return (-1);
-		l->l_auth = p + start;
-		l->l_auth_len = off - start - 1;
-		goto rest;
-	}
-	if (alen > n - off)
-		return (-1);
-	l->l_auth = p + off;
-	l->l_auth_len = (size_t)alen;
-	off += (size_t)alen;
-rest:
-	if ((l->l_caps & CLIENT_CONNECT_WITH_DB) && off < n &&
-	    get_cstr(p, n, &off, NULL, 0) == -1)
-		return (-1);
-	if ((l->l_caps & CLIENT_PLUGIN_AUTH) && off < n &&
-	    get_cstr(p, n, &off, l->l_plugin, sizeof(l->l_plugin)) == -1)
-		return (-1);
-	/* Connection attributes and the rest are forwarded unread. */
-	return (0);
-}
-
-size_t
-my_err_packet(uint8_t *buf, size_t len, uint8_t seq, const char *msg)
-{
-	size_t mlen = strlen(msg), n;
-
-	if (len < 13)
-		return (0);
-	if (mlen > len - 13)
-		mlen = len - 13;
-	n = 9 + mlen;
-	buf[0] = (uint8_t)(n & 0xff);
-	buf[1] = (uint8_t)(n >> 8);
-	buf[2] = 0;
-	buf[3] = seq;
-	buf[4] = 0xff;
-	buf[5] = ER_HANDSHAKE_ERROR & 0xff;
-	buf[6] = ER_HANDSHAKE_ERROR >> 8;
-	memcpy(buf + 7, "#08S01", 6);
-	memcpy(buf + 13, msg, mlen);
-	return (4 + n);
-}
-
-/* ---- the upgrade ----------------------------------------------------- */
 
 /* Queue a packet for a leg, stamped with that leg's next sequence id. */
 static int
-queue(struct mysql_state *ms, int leg, const uint8_t *p, size_t n)
+queue(struct mysql *ms, int leg, const uint8_t *p, size_t n)
 {
-	uint8_t *o;
+	size_t k;
 
-	if (n > MY_MAXPKT || ms->ms_outlen[leg] + 4 + n > sizeof(ms->ms_out[0]))
+	k = my_packet(ms->ms_out[leg] + ms->ms_outlen[leg],
+	    sizeof(ms->ms_out[0]) - ms->ms_outlen[leg], ms->ms_seq[leg], p, n);
+	if (k == 0)
 		return (-1);
-	o = ms->ms_out[leg] + ms->ms_outlen[leg];
-	o[0] = (uint8_t)(n & 0xff);
-	o[1] = (uint8_t)((n >> 8) & 0xff);
-	o[2] = (uint8_t)(n >> 16);
-	o[3] = ms->ms_seq[leg]++;
-	memcpy(o + 4, p, n);
-	ms->ms_outlen[leg] += 4 + n;
+	ms->ms_seq[leg]++;
+	ms->ms_outlen[leg] += k;
 	return (0);
+}
+
+/* Record why the upgrade failed; returns -1. */
+static int
+fail(struct mysql *ms, const char *why)
+{
+	snprintf(ms->ms_reason, sizeof(ms->ms_reason), "%s", why);
+	return (-1);
 }
 
 /* Write what is queued for a leg.  1 all out, 0 waiting, -1 error. */
 static int
-flush(struct conn *c, int leg)
+flush(struct mysql *ms, int leg)
 {
-	struct mysql_state *ms = c->c_my;
-	struct endpoint *ep = &c->c_ep[leg];
+	struct endpoint *ep = ms->ms_ep[leg];
 	size_t n;
 	int err = 0;
 	enum io io;
@@ -361,8 +127,8 @@ flush(struct conn *c, int leg)
 		if (io == IO_WAIT)
 			return (0);
 		if (io != IO_OK) {
-			snprintf(c->c_reason, sizeof(c->c_reason), "write to "
-			    "%s: %s", leg == CLI ? "client" : "server",
+			snprintf(ms->ms_reason, sizeof(ms->ms_reason), "write "
+			    "to %s: %s", leg == CLI ? "client" : "server",
 			    endpoint_errstr(ep, err));
 			return (-1);
 		}
@@ -377,30 +143,27 @@ flush(struct conn *c, int leg)
  * and sequence id in *seq, 0 waiting, -1 error (reason recorded).
  */
 static int
-next_packet(struct conn *c, int leg, const uint8_t **p, size_t *n,
+next_packet(struct mysql *ms, int leg, const uint8_t **p, size_t *n,
     uint8_t *seq)
 {
-	struct mysql_state *ms = c->c_my;
-	struct endpoint *ep = &c->c_ep[leg];
+	struct endpoint *ep = ms->ms_ep[leg];
 	size_t len, got;
 	int err = 0;
 	enum io io;
 
 	for (;;) {
 		if (ms->ms_inlen[leg] >= 4) {
-			len = (size_t)ms->ms_in[leg][0] |
-			    (size_t)ms->ms_in[leg][1] << 8 |
-			    (size_t)ms->ms_in[leg][2] << 16;
+			len = my_packet_len(ms->ms_in[leg]);
 			if (len > MY_MAXPKT && leg == SRV &&
 			    ms->ms_phase == MY_GREETING) {
-				snprintf(c->c_reason, sizeof(c->c_reason),
+				snprintf(ms->ms_reason, sizeof(ms->ms_reason),
 				    "%s does not speak the MySQL protocol (its "
 				    "first bytes are no MySQL greeting)",
-				    c->c_route->rt_conf->target);
+				    ms->ms_p.mp_target);
 				return (-1);
 			}
 			if (len > MY_MAXPKT) {
-				snprintf(c->c_reason, sizeof(c->c_reason),
+				snprintf(ms->ms_reason, sizeof(ms->ms_reason),
 				    "%s sent a %zu-byte packet during login; "
 				    "at most %d are accepted there",
 				    leg == CLI ? "client" : "server", len,
@@ -421,7 +184,7 @@ next_packet(struct conn *c, int leg, const uint8_t **p, size_t *n,
 		if (io == IO_WAIT)
 			return (0);
 		if (io == IO_EOF || io == IO_ERR) {
-			snprintf(c->c_reason, sizeof(c->c_reason), "%s %s "
+			snprintf(ms->ms_reason, sizeof(ms->ms_reason), "%s %s "
 			    "during login", leg == CLI ? "client" : "server",
 			    io == IO_EOF ? "closed the connection" :
 			    endpoint_errstr(ep, err));
@@ -433,7 +196,7 @@ next_packet(struct conn *c, int leg, const uint8_t **p, size_t *n,
 
 /* Drop the packet next_packet() returned; note its sequence id. */
 static void
-consume(struct mysql_state *ms, int leg, size_t n, uint8_t seq)
+consume(struct mysql *ms, int leg, size_t n, uint8_t seq)
 {
 	size_t total = 4 + n;
 
@@ -443,17 +206,9 @@ consume(struct mysql_state *ms, int leg, size_t n, uint8_t seq)
 	ms->ms_seq[leg] = (uint8_t)(seq + 1);
 }
 
-/* Record why the upgrade failed; returns -1. */
-static int
-fail(struct conn *c, const char *why)
-{
-	snprintf(c->c_reason, sizeof(c->c_reason), "%s", why);
-	return (-1);
-}
-
 /* Refuse plaintext the server leg sent after its greeting; returns -1. */
 static int
-injected(struct conn *c, const uint8_t *p, size_t n)
+injected(struct mysql *ms, const uint8_t *p, size_t n)
 {
 	char hex[8 * 3];
 	size_t i, off = 0;
@@ -462,10 +217,10 @@ injected(struct conn *c, const uint8_t *p, size_t n)
 	for (i = 0; i < n && i < 8; i++)
 		off += (size_t)snprintf(hex + off, sizeof(hex) - off, "%s%02x",
 		    i > 0 ? " " : "", p[i]);
-	snprintf(c->c_reason, sizeof(c->c_reason), "the server sent %zu byte%s "
-	    "in plaintext after its greeting, before TLS (%s); refused as "
-	    "injected on the path to %s", n, n == 1 ? "" : "s", hex,
-	    c->c_route->rt_conf->target);
+	snprintf(ms->ms_reason, sizeof(ms->ms_reason), "the server sent %zu "
+	    "byte%s in plaintext after its greeting, before TLS (%s); refused "
+	    "as injected on the path to %s", n, n == 1 ? "" : "s", hex,
+	    ms->ms_p.mp_target);
 	return (-1);
 }
 
@@ -475,29 +230,28 @@ injected(struct conn *c, const uint8_t *p, size_t n)
  * server closed or failed.
  */
 static int
-server_quiet(struct conn *c)
+server_quiet(struct mysql *ms)
 {
 	uint8_t peek[512];
 	ssize_t r;
 
-	r = recv(c->c_ep[SRV].ep_fd, peek, sizeof(peek), MSG_PEEK |
+	r = recv(ms->ms_ep[SRV]->ep_fd, peek, sizeof(peek), MSG_PEEK |
 	    MSG_DONTWAIT);
 	if (r > 0)
-		return (injected(c, peek, (size_t)r));
+		return (injected(ms, peek, (size_t)r));
 	if (r == 0)
-		return (fail(c, "server closed the connection during login"));
+		return (fail(ms, "server closed the connection during login"));
 	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 		return (0);
-	snprintf(c->c_reason, sizeof(c->c_reason), "server %s during login",
-	    strerror(errno));
+	snprintf(ms->ms_reason, sizeof(ms->ms_reason), "server %s during "
+	    "login", strerror(errno));
 	return (-1);
 }
 
 /* The server's greeting: refuse servers without TLS, hide CLIENT_SSL. */
 static int
-on_greeting(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
+on_greeting(struct mysql *ms, const uint8_t *p, size_t n, uint8_t seq)
 {
-	struct mysql_state *ms = c->c_my;
 	struct my_greeting g;
 	uint8_t copy[MY_MAXPKT];
 
@@ -511,30 +265,30 @@ on_greeting(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
 		if (queue(ms, CLI, copy, n) == -1)
 			return (-1);
 		ms->ms_phase = MY_DONE;
-		c->c_result = "failed";
-		snprintf(c->c_reason, sizeof(c->c_reason), "the server "
+		ms->ms_refused = 1;
+		snprintf(ms->ms_reason, sizeof(ms->ms_reason), "the server "
 		    "refused the connection before TLS");
 		return (0);
 	}
 	if (my_parse_greeting(p, n, &g) == -1)
-		return (fail(c, "the server's greeting is not a MySQL "
+		return (fail(ms, "the server's greeting is not a MySQL "
 		    "protocol 10 handshake"));
 	/* Whatever came with the greeting is plaintext an on-path party
 	 * could have written (a forged OK, a whole result set). */
 	if (ms->ms_inlen[SRV] > 4 + n)
-		return (injected(c, p + n, ms->ms_inlen[SRV] - 4 - n));
+		return (injected(ms, p + n, ms->ms_inlen[SRV] - 4 - n));
 	if (!(g.g_caps & CLIENT_SSL)) {
-		snprintf(c->c_reason, sizeof(c->c_reason), "server %s does "
-		    "not support TLS (its greeting lacks CLIENT_SSL); enable "
-		    "TLS on the server", c->c_route->rt_conf->target);
+		snprintf(ms->ms_reason, sizeof(ms->ms_reason), "server %s "
+		    "does not support TLS (its greeting lacks CLIENT_SSL); "
+		    "enable TLS on the server", ms->ms_p.mp_target);
 		return (-1);
 	}
 	if (g.g_nonce_len != 20 || !(g.g_caps & CLIENT_PROTOCOL_41))
-		return (fail(c, "the server speaks a pre-4.1 protocol"));
+		return (fail(ms, "the server speaks a pre-4.1 protocol"));
 	memcpy(ms->ms_nonce, g.g_nonce, 20);
 	snprintf(ms->ms_plugin, sizeof(ms->ms_plugin), "%s", g.g_plugin);
 	memcpy(copy, p, n);
-	copy[g.g_caps_lo_off + 1] &= (uint8_t)~(CLIENT_SSL >> 8);
+	my_hide_ssl(copy, &g);
 	consume(ms, SRV, n, seq);
 	ms->ms_seq[CLI] = 0;
 	if (queue(ms, CLI, copy, n) == -1)
@@ -545,16 +299,15 @@ on_greeting(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
 
 /* The client's login: keep it, and send its first 32 bytes as SSLRequest. */
 static int
-on_login(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
+on_login(struct mysql *ms, const uint8_t *p, size_t n, uint8_t seq)
 {
-	struct mysql_state *ms = c->c_my;
 	struct my_login l;
 	uint8_t req[32];
 
 	if (my_parse_login(p, n, &l) == -1)
-		return (fail(c, "malformed login packet from the client"));
+		return (fail(ms, "malformed login packet from the client"));
 	if (n == 32 && (l.l_caps & CLIENT_SSL))
-		return (fail(c, "the client asked for TLS; connect to dmtls "
+		return (fail(ms, "the client asked for TLS; connect to dmtls "
 		    "without TLS (ssl-mode=DISABLED), dmtls adds TLS toward "
 		    "the server"));
 	if (l.l_plugin[0] != '\0')
@@ -563,8 +316,7 @@ on_login(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
 	memcpy(ms->ms_login, p, n);
 	ms->ms_loginlen = n;
 	/* mysqld takes flags, max packet size and charset from here. */
-	memcpy(req, p, 32);
-	req[1] |= CLIENT_SSL >> 8;
+	my_ssl_request(p, req);
 	ms->ms_login[1] |= CLIENT_SSL >> 8;
 	consume(ms, CLI, n, seq);
 	ms->ms_seq[SRV] = 1;
@@ -575,23 +327,21 @@ on_login(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
 }
 
 static int
-plugin_is(const struct mysql_state *ms, const char *name)
+plugin_is(const struct mysql *ms, const char *name)
 {
 	return (strcmp(ms->ms_plugin, name) == 0);
 }
 
 /* A packet from the server during the auth phase. */
 static int
-on_server_auth(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
+on_server_auth(struct mysql *ms, const uint8_t *p, size_t n, uint8_t seq)
 {
-	struct mysql_state *ms = c->c_my;
 	uint8_t copy[MY_MAXPKT];
-	size_t off;
 
 	memcpy(copy, p, n);
 	consume(ms, SRV, n, seq);
 	if (n == 0)
-		return (fail(c, "empty packet from the server during login"));
+		return (fail(ms, "empty packet from the server during login"));
 	switch (copy[0]) {
 	case 0x00:		/* OK: the auth phase is over */
 	case 0xff:		/* ERR: the server's own words, unchanged */
@@ -600,12 +350,9 @@ on_server_auth(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
 		ms->ms_expect = EXPECT_NONE;
 		break;
 	case 0xfe:		/* AuthSwitchRequest: new plugin, new nonce */
-		off = 1;
-		if (get_cstr(copy, n, &off, ms->ms_plugin,
-		    sizeof(ms->ms_plugin)) == -1)
-			return (fail(c, "malformed auth switch request"));
-		if (n - off >= 20)
-			memcpy(ms->ms_nonce, copy + off, 20);
+		if (my_parse_auth_switch(copy, n, ms->ms_plugin,
+		    sizeof(ms->ms_plugin), ms->ms_nonce) == -1)
+			return (fail(ms, "malformed auth switch request"));
 		/* sha256_password's first client reply may be a key request. */
 		ms->ms_expect = plugin_is(ms, "sha256_password") ?
 		    EXPECT_RSA : EXPECT_NONE;
@@ -626,24 +373,26 @@ on_server_auth(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
  * and the server, which sees TLS, gets the cleartext password.
  */
 static int
-on_client_password(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
+on_client_password(struct mysql *ms, const uint8_t *p, size_t n, uint8_t seq)
 {
-	struct mysql_state *ms = c->c_my;
-	uint8_t pw[512], more[1 + sizeof(key_pem)];
+	uint8_t pw[512], more[1 + MYSQLKEY_PEM_MAX];
+	const char *pem;
+	size_t pemlen;
 	int len, i;
 
 	if (n == 1 && (p[0] == 0x02 || p[0] == 0x01)) {
 		consume(ms, CLI, n, seq);
+		pem = mysqlkey_pem(&pemlen);
 		more[0] = 0x01;
-		memcpy(more + 1, key_pem, key_pem_len);
-		return (queue(ms, CLI, more, 1 + key_pem_len));
+		memcpy(more + 1, pem, pemlen);
+		return (queue(ms, CLI, more, 1 + pemlen));
 	}
 	if (n == 256) {
-		if ((len = key_decrypt(p, n, pw, sizeof(pw))) <= 0) {
+		if ((len = mysqlkey_decrypt(p, n, pw, sizeof(pw))) <= 0) {
 			consume(ms, CLI, n, seq);
-			return (fail(c, "the client encrypted its password with "
-			    "a server public key it already had, which dmtls "
-			    "cannot read; let the client request the key "
+			return (fail(ms, "the client encrypted its password "
+			    "with a server public key it already had, which "
+			    "dmtls cannot read; let the client request the key "
 			    "(--get-server-public-key, allowPublicKeyRetrieval)"));
 		}
 		for (i = 0; i < len; i++)
@@ -656,11 +405,11 @@ on_client_password(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
 	}
 	if (n == 0) {
 		consume(ms, CLI, n, seq);
-		return (fail(c, "the client sent an empty password packet"));
+		return (fail(ms, "the client sent an empty password packet"));
 	}
 	if (p[n - 1] != 0) {
 		consume(ms, CLI, n, seq);
-		return (fail(c, "the client sent an encrypted password dmtls "
+		return (fail(ms, "the client sent an encrypted password dmtls "
 		    "cannot read; let the client request the server's public "
 		    "key (--get-server-public-key, allowPublicKeyRetrieval)"));
 	}
@@ -675,14 +424,13 @@ on_client_password(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
 
 /* A packet from the client during the auth phase. */
 static int
-on_client_auth(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
+on_client_auth(struct mysql *ms, const uint8_t *p, size_t n, uint8_t seq)
 {
-	struct mysql_state *ms = c->c_my;
 	uint8_t copy[MY_MAXPKT];
 	int r;
 
 	if (ms->ms_expect == EXPECT_RSA)
-		return (on_client_password(c, p, n, seq));
+		return (on_client_password(ms, p, n, seq));
 	memcpy(copy, p, n);
 	consume(ms, CLI, n, seq);
 	r = queue(ms, SRV, copy, n);
@@ -690,59 +438,47 @@ on_client_auth(struct conn *c, const uint8_t *p, size_t n, uint8_t seq)
 	return (r);
 }
 
-int
-mysql_begin(struct conn *c)
+struct mysql *
+mysql_begin(const struct mysql_params *p)
 {
-	if ((c->c_my = calloc(1, sizeof(*c->c_my))) == NULL)
-		return (-1);
-	c->c_my->ms_phase = MY_GREETING;
-	return (0);
-}
+	struct mysql *ms;
 
-/* The one way the upgrade's state goes: wiped (logins, passwords), freed. */
-static void
-ms_free(struct conn *c)
-{
-	explicit_bzero(c->c_my, sizeof(*c->c_my));
-	free(c->c_my);
-	c->c_my = NULL;
+	if ((ms = calloc(1, sizeof(*ms))) == NULL)
+		return (NULL);
+	ms->ms_p = *p;
+	ms->ms_ep[CLI] = p->mp_ep[CLI];
+	ms->ms_ep[SRV] = p->mp_ep[SRV];
+	ms->ms_phase = MY_GREETING;
+	return (ms);
 }
 
 /*
- * Hand leftover input to the relay and free the upgrade's state.  0, or -1
- * (reason recorded, state kept for the caller's close) when no buffer is
- * left.  By the plaintext invariant, the server's leftover came over TLS.
+ * Move leftover input into pooled buffers for the relay.  0, or -1 (reason
+ * recorded) when no buffer is left.  By the plaintext invariant, the
+ * server's leftover came over TLS.
  */
 static int
-finish(struct conn *c)
+finish(struct mysql *ms)
 {
-	struct mysql_state *ms = c->c_my;
-	struct half *h[2] = { &c->c_up, &c->c_down };
 	int leg;
 
 	for (leg = CLI; leg <= SRV; leg++) {
 		if (ms->ms_inlen[leg] == 0)
 			continue;
-		if ((h[leg]->h_buf = relay_buf_get()) == NULL)
-			return (fail(c, "out of memory for the relay's buffers"));
-		memcpy(h[leg]->h_buf, ms->ms_in[leg], ms->ms_inlen[leg]);
-		h[leg]->h_off = 0;
-		h[leg]->h_len = ms->ms_inlen[leg];
-		h[leg]->h_bytes += ms->ms_inlen[leg];
+		if ((ms->ms_left[leg] = bufpool_get()) == NULL)
+			return (fail(ms, "out of memory for the relay's "
+			    "buffers"));
+		memcpy(ms->ms_left[leg], ms->ms_in[leg], ms->ms_inlen[leg]);
+		ms->ms_leftlen[leg] = ms->ms_inlen[leg];
 	}
-	ms_free(c);
 	return (0);
 }
 
-/* One round of work; 1 when something moved, 0 when blocked, -1 error. */
+/* Flush what is queued for both legs; R_MOVED, R_BLOCKED or R_FAIL. */
 static int
-step_once(struct conn *c)
+flush_both(struct mysql *ms)
 {
-	struct mysql_state *ms = c->c_my;
-	const uint8_t *p;
-	size_t n;
-	uint8_t seq;
-	int r, leg, moved = 0;
+	int r, leg, moved = R_BLOCKED;
 
 	for (leg = CLI; leg <= SRV; leg++) {
 		if (ms->ms_outlen[leg] == 0)
@@ -751,21 +487,44 @@ step_once(struct conn *c)
 		 * exists; everything later to the server goes through TLS.
 		 * Until all of it is out, the server has nothing to answer. */
 		if (leg == SRV && ms->ms_phase == MY_SSLREQ &&
-		    server_quiet(c) == -1)
-			return (-1);
-		if ((r = flush(c, leg)) == -1)
-			return (-1);
-		moved |= r;
+		    server_quiet(ms) == -1)
+			return (R_FAIL);
+		if ((r = flush(ms, leg)) == -1)
+			return (R_FAIL);
+		if (r == 1)
+			moved = R_MOVED;
 	}
+	return (moved);
+}
+
+/* Read a leg's next packet and hand it to fn; R_* as step_once. */
+static int
+take(struct mysql *ms, int leg, int (*fn)(struct mysql *, const uint8_t *,
+    size_t, uint8_t), int moved)
+{
+	const uint8_t *p;
+	size_t n;
+	uint8_t seq;
+	int r;
+
+	if ((r = next_packet(ms, leg, &p, &n, &seq)) != 1)
+		return (r == -1 ? R_FAIL : moved);
+	return (fn(ms, p, n, seq) == -1 ? R_FAIL : R_MOVED);
+}
+
+/* One round of work: R_MOVED, R_BLOCKED, R_FAIL or R_TLS_FAIL. */
+static int
+step_once(struct mysql *ms)
+{
+	int r, moved;
+
+	if ((moved = flush_both(ms)) == R_FAIL)
+		return (R_FAIL);
 	switch (ms->ms_phase) {
 	case MY_GREETING:
-		if ((r = next_packet(c, SRV, &p, &n, &seq)) != 1)
-			return (r == -1 ? -1 : moved);
-		return (on_greeting(c, p, n, seq) == -1 ? -1 : 1);
+		return (take(ms, SRV, on_greeting, moved));
 	case MY_LOGIN:
-		if ((r = next_packet(c, CLI, &p, &n, &seq)) != 1)
-			return (r == -1 ? -1 : moved);
-		return (on_login(c, p, n, seq) == -1 ? -1 : 1);
+		return (take(ms, CLI, on_login, moved));
 	case MY_SSLREQ:
 		if (ms->ms_outlen[SRV] != 0)
 			return (moved);
@@ -773,87 +532,97 @@ step_once(struct conn *c)
 		 * is left anywhere TLS or the relay would read it.  (What
 		 * the server sends once the SSLRequest is out is read by
 		 * wolfSSL as TLS: garbage there fails the handshake.) */
-		if (ms->ms_inlen[SRV] != 0 || c->c_ep[SRV].ep_ra_len != 0)
-			return (fail(c, "internal error: server bytes read "
+		if (ms->ms_inlen[SRV] != 0 || ms->ms_ep[SRV]->ep_ra_len != 0)
+			return (fail(ms, "internal error: server bytes read "
 			    "before TLS"));
-		if (tls_setup(c, &c->c_ep[SRV]) == -1)
-			return (fail(c, "cannot create a TLS session"));
+		if (tls_setup(ms->ms_p.mp_tls, ms->ms_ep[SRV],
+		    &ms->ms_p.mp_tlsp) == -1)
+			return (fail(ms, "cannot create a TLS session"));
 		ms->ms_phase = MY_TLS;
-		return (1);
+		return (R_MOVED);
 	case MY_TLS:
-		r = tls_handshake(c, &c->c_ep[SRV]);
-		if (r <= 0)
-			return (r == -1 ? -2 : moved);	/* -2: closed */
+		switch (tls_handshake(ms->ms_p.mp_tls, ms->ms_ep[SRV])) {
+		case TLS_WAIT:
+			return (moved);
+		case TLS_FAIL:
+			return (R_TLS_FAIL);
+		case TLS_DONE:
+			break;
+		}
 		if (queue(ms, SRV, ms->ms_login, ms->ms_loginlen) == -1)
-			return (-1);
+			return (R_FAIL);
 		explicit_bzero(ms->ms_login, sizeof(ms->ms_login));
 		ms->ms_phase = MY_AUTH;
-		return (1);
+		return (R_MOVED);
 	case MY_AUTH:
-		if ((r = next_packet(c, SRV, &p, &n, &seq)) == -1)
-			return (-1);
-		if (r == 1)
-			return (on_server_auth(c, p, n, seq) == -1 ? -1 : 1);
-		if ((r = next_packet(c, CLI, &p, &n, &seq)) == -1)
-			return (-1);
-		if (r == 1)
-			return (on_client_auth(c, p, n, seq) == -1 ? -1 : 1);
-		return (moved);
+		if ((r = take(ms, SRV, on_server_auth, R_BLOCKED)) != R_BLOCKED)
+			return (r);
+		return (take(ms, CLI, on_client_auth, moved));
 	case MY_DONE:
 		return (moved);
 	}
 	return (moved);
 }
 
-int
-mysql_step(struct conn *c)
+enum mysql_status
+mysql_step(struct mysql *ms)
 {
-	struct mysql_state *ms = c->c_my;
 	int r;
 
 	do {
-		if ((r = step_once(c)) == -2)
-			return (-1);		/* tls_handshake closed it */
-		if (r == -1)
-			goto err;
-	} while (r == 1);
+		r = step_once(ms);
+		if (r == R_TLS_FAIL)
+			return (MYSQL_TLS_FAIL);
+		if (r == R_FAIL)
+			return (MYSQL_FAIL);
+	} while (r == R_MOVED);
 	if (ms->ms_phase != MY_DONE || ms->ms_outlen[CLI] != 0 ||
 	    ms->ms_outlen[SRV] != 0)
-		return (0);
-	if (c->c_reason[0] != '\0') {
-		/* The server refused before TLS: the client has its ERR. */
-		conn_close(c, NULL);
-		return (-1);
-	}
-	if (finish(c) == -1)
-		goto err;
-	return (1);
-err:
-	if (c->c_result == NULL || strcmp(c->c_result, "allowed") == 0)
-		c->c_result = "failed";
-	conn_close(c, NULL);
-	return (-1);
+		return (MYSQL_WAIT);
+	/* The server refused before TLS: the client has its ERR. */
+	if (ms->ms_refused || finish(ms) == -1)
+		return (MYSQL_FAIL);
+	return (MYSQL_DONE);
+}
+
+const char *
+mysql_reason(const struct mysql *ms)
+{
+	return (ms->ms_reason);
+}
+
+uint8_t *
+mysql_take(struct mysql *ms, int leg, size_t *len)
+{
+	uint8_t *b = ms->ms_left[leg];
+
+	*len = ms->ms_leftlen[leg];
+	ms->ms_left[leg] = NULL;
+	ms->ms_leftlen[leg] = 0;
+	return (b);
 }
 
 void
-mysql_abort(struct conn *c)
+mysql_end(struct mysql *ms, const char *msg)
 {
-	struct mysql_state *ms = c->c_my;
+	struct endpoint *cli;
 	uint8_t pkt[600];
-	char msg[512];
 	size_t n;
 	ssize_t w;
+	int leg;
 
 	if (ms == NULL)
 		return;
-	if (!ms->ms_client_told && c->c_ep[CLI].ep_fd != -1) {
-		snprintf(msg, sizeof(msg), "dmtls (route %s): %s",
-		    c->c_route->rt_conf->name, c->c_reason);
+	cli = ms->ms_ep[CLI];
+	if (msg != NULL && !ms->ms_client_told && cli->ep_fd != -1) {
 		n = my_err_packet(pkt, sizeof(pkt), ms->ms_seq[CLI], msg);
 		/* Best effort: an empty socket buffer takes a small packet. */
-		w = send(c->c_ep[CLI].ep_fd, pkt, n, MSG_DONTWAIT |
-		    MSG_NOSIGNAL);
+		w = send(cli->ep_fd, pkt, n, MSG_DONTWAIT | MSG_NOSIGNAL);
 		(void)w;
 	}
-	ms_free(c);
+	for (leg = CLI; leg <= SRV; leg++)
+		bufpool_put(ms->ms_left[leg]);
+	/* The one way the state goes: wiped (logins, passwords), freed. */
+	explicit_bzero(ms, sizeof(*ms));
+	free(ms);
 }

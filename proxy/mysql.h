@@ -1,9 +1,13 @@
 /*
- * mysql.h: the in-band TLS upgrade of a `mysql` route (DESIGN section 2):
- * a plaintext MySQL client on one side, the server's leg upgraded to TLS
- * after its greeting, sequence ids renumbered until the auth phase ends,
- * and RSA password exchanges answered by dmtls for clients that believe
- * the link is plaintext.  After the auth phase, bytes are relayed untouched.
+ * mysql.h: the in-band TLS upgrade of a `mysql` route (DESIGN section 2),
+ * as a protocol phase between two endpoints: a plaintext MySQL client on
+ * one side, the server's leg upgraded to TLS after its greeting, sequence
+ * ids renumbered until the auth phase ends, and RSA password exchanges
+ * answered by dmtls for clients that believe the link is plaintext.  After
+ * the auth phase, bytes are relayed untouched (by someone else).
+ *
+ * The phase reads and writes its endpoints and drives the server leg's TLS
+ * session; it never closes anything, and says where it is.
  */
 #ifndef DMTLS_MYSQL_H
 #define DMTLS_MYSQL_H
@@ -11,63 +15,55 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct conn;
+#include "endpoint.h"
+#include "tls.h"
 
-/*
- * mysql_keys_init(err, errlen): generate the RSA key pair dmtls offers to
- * clients that ask for the server's public key (memory only, once per
- * process).  0, or -1 with a reason.
- */
-int mysql_keys_init(char *, size_t);
+struct mysql;
 
-/* mysql_begin(c): the target is connected; start reading its greeting. */
-int mysql_begin(struct conn *);
+enum { MYSQL_CLIENT = 0, MYSQL_SERVER = 1 };	/* legs */
 
-/*
- * mysql_step(c): advance the upgrade as far as it goes without blocking.
- * Returns 1 when the auth phase is over and bytes may be relayed, 0 while
- * waiting (c's endpoint waits are set), -1 when c was closed.
- */
-int mysql_step(struct conn *);
-
-/*
- * mysql_abort(c): on teardown before the auth phase ended, tell the client
- * why in an ERR packet (SQLSTATE 08S01, best effort), then wipe (logins,
- * passwords) and free the state.
- */
-void mysql_abort(struct conn *);
-
-/* Parsing helpers, exposed for the unit tests. */
-
-/* Bounds on what the upgrade accepts before the auth phase ends. */
-#define MY_MAXPKT	(16384 - 4)
-
-/* A server greeting (HandshakeV10) as far as dmtls needs it. */
-struct my_greeting {
-	uint32_t	g_caps;
-	size_t		g_caps_lo_off;	/* payload offset of the low flags */
-	uint8_t		g_nonce[20];
-	size_t		g_nonce_len;
-	char		g_plugin[64];
-	char		g_version[64];
+/* What the upgrade works on; the pointers must outlive it. */
+struct mysql_params {
+	struct endpoint		*mp_ep[2];	/* by leg; the server's is
+						 * connected */
+	struct tls_session	*mp_tls;	/* the server leg's session */
+	struct tls_params	 mp_tlsp;	/* ... made from these */
+	const char		*mp_target;	/* the server, for reasons */
 };
 
-/* my_parse_greeting(p, n, g): 0, or -1 when the payload is malformed. */
-int my_parse_greeting(const uint8_t *, size_t, struct my_greeting *);
-
-/* A client login (HandshakeResponse41) as far as dmtls needs it. */
-struct my_login {
-	uint32_t	l_caps;
-	char		l_user[128];
-	const uint8_t	*l_auth;	/* points into the payload */
-	size_t		 l_auth_len;
-	char		l_plugin[64];
+enum mysql_status {
+	MYSQL_WAIT,		/* the endpoints' waits say for what */
+	MYSQL_DONE,		/* the auth phase is over: relay from here
+				 * (after mysql_take) */
+	MYSQL_FAIL,		/* over: mysql_reason() says why */
+	MYSQL_TLS_FAIL		/* the server leg's handshake failed: its
+				 * session's verdict says why */
 };
 
-/* my_parse_login(p, n, l): 0, or -1 when the payload is malformed. */
-int my_parse_login(const uint8_t *, size_t, struct my_login *);
+/* mysql_begin(p): the upgrade, waiting for the server's greeting; NULL
+ * when out of memory. */
+struct mysql *mysql_begin(const struct mysql_params *);
 
-/* my_err_packet(buf, len, seq, msg): an ERR packet; returns its size. */
-size_t my_err_packet(uint8_t *, size_t, uint8_t, const char *);
+/* mysql_step(ms): advance the upgrade as far as it goes without blocking. */
+enum mysql_status mysql_step(struct mysql *);
+
+/* mysql_reason(ms): why the upgrade failed ("" when it did not say). */
+const char *mysql_reason(const struct mysql *);
+
+/*
+ * mysql_take(ms, leg, buf, len): after MYSQL_DONE, what was read from leg
+ * beyond the auth phase, in a pooled buffer the caller owns from here on
+ * (for the relay to send on), or NULL with *len 0.  By the plaintext
+ * invariant (mysql.c), what the server leg left came through TLS.
+ */
+uint8_t *mysql_take(struct mysql *, int, size_t *);
+
+/*
+ * mysql_end(ms, msg): the end of the upgrade, whatever its outcome.  With
+ * msg, a client that has not had the server's OK or ERR hears msg in an
+ * ERR packet (SQLSTATE 08S01, best effort).  Then the state is wiped
+ * (logins, passwords) and freed.  NULL is fine.
+ */
+void mysql_end(struct mysql *, const char *);
 
 #endif

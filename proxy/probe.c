@@ -43,9 +43,9 @@
 #include "../policy/hostname.h"
 #include "../policy/policy.h"
 #include "addr.h"
-#include "cli.h"
 #include "conf.h"
-#include "mysql.h"
+#include "mysqlproto.h"
+#include "route.h"
 #include "probe.h"
 #include "util.h"
 
@@ -750,25 +750,27 @@ judge_policy(struct probe *p)
 	const char *rule = sec->allowed_dns.sl_n == 0 &&
 	    sec->allowed_uri.sl_n == 0 && sec->allowed_ou.sl_n == 0 ?
 	    "cert-allowed-cn" : "allow-list";
+	struct policy_rules pr;
 	char rules[512], why[512], cn[256];
 
-	if (policy_empty(sec)) {
+	route_rules_of(sec, &pr);
+	if (policy_empty(&pr)) {
 		say("cert-allowed-cn: SKIP no --cert-allowed-cn, so any "
 		    "certificate from ssl-ca passes (a route warns about that)");
 		return;
 	}
-	policy_describe(sec, rules, sizeof(rules));
+	policy_describe(&pr, rules, sizeof(rules));
 	if (!p->p_leaf_seen || !p->p_id_ok) {
 		say("%s: SKIP %s", rule, p->p_leaf_seen ? "the leaf does not "
 		    "parse" : "the server sent no certificate");
 		return;
 	}
-	if (policy_allows(sec, &p->p_id)) {
+	if (policy_allows(&pr, &p->p_id)) {
 		peer_id_cn(&p->p_id, cn, sizeof(cn));
 		say("%s: PASS CN %s is allowed (rules: %s)", rule, E(cn), E(rules));
 		return;
 	}
-	policy_denial(sec, &p->p_id, why, sizeof(why));
+	policy_denial(&pr, &p->p_id, why, sizeof(why));
 	say("%s: FAIL %s (rules: %s)", rule, E(why), E(rules));
 	failed(p, rule);
 }
@@ -934,8 +936,8 @@ build_ctx(struct probe *p, struct certsrc **src, struct certset **cs)
 	char err[1024];
 
 	if (sec->ssl_ca != NULL) {
-		memset(&prm, 0, sizeof(prm));
-		prm.rc = &p->p_rc;
+		route_certsrc_params(&p->p_rc, &prm);
+		prm.reread = 0;
 		prm.verify_cb = probe_verify_cb;
 		if ((*src = certsrc_new(&prm, err, sizeof(err))) == NULL) {
 			usage_error("--%s", err);

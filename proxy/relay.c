@@ -1,190 +1,40 @@
 /*
- * relay.c: moving bytes between the two endpoints of a connection, with
- * bounded buffers, backpressure and half-close in both directions.
+ * relay.c: moving bytes between two endpoints, with bounded buffers,
+ * backpressure and half-close in both directions.
  *
- * Each direction ("half") holds at most one buffer of RELAY_BUFSZ bytes and
- * reads from its source only when that buffer is empty, so a side that
- * cannot take more stops the other side being read (backpressure), and a
- * TLS write that would block is retried with the same bytes, as wolfSSL
- * requires.  Buffers come from a per-thread pool and go back as soon as they
- * are empty: an idle connection holds none.
+ * Each direction ("half") holds at most one pooled buffer and reads from
+ * its source only when that buffer is empty, so a side that cannot take
+ * more stops the other side being read (backpressure), and a TLS write
+ * that would block is retried with the same bytes, as wolfSSL requires.
+ * Buffers go back to the pool as soon as they are empty: an idle relay
+ * holds none.
  */
-#include <sys/socket.h>
-
 #include <errno.h>
-#include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "conn.h"
+#include "bufpool.h"
+#include "endpoint.h"
+#include "relay.h"
 
-#include <wolfssl/error-ssl.h>
-
-#define POOL_MAX	64
-
-static __thread uint8_t *pool[POOL_MAX];
-static __thread int pool_n;
-
-uint8_t *
-relay_buf_get(void)
+void
+relay_init(struct relay *r, struct endpoint *accepted, struct endpoint *dialled)
 {
-	if (pool_n > 0)
-		return (pool[--pool_n]);
-	return (malloc(RELAY_BUFSZ));
+	memset(r, 0, sizeof(*r));
+	r->r_ep[0] = accepted;
+	r->r_ep[1] = dialled;
+	r->r_up.h_src = r->r_down.h_dst = accepted;
+	r->r_up.h_dst = r->r_down.h_src = dialled;
 }
 
 void
-relay_buf_drain(void)
+relay_give(struct relay *r, struct half *h, uint8_t *buf, size_t len)
 {
-	while (pool_n > 0)
-		free(pool[--pool_n]);
-}
-
-void
-relay_buf_put(uint8_t *b)
-{
-	if (b == NULL)
-		return;
-	if (pool_n < POOL_MAX)
-		pool[pool_n++] = b;
-	else
-		free(b);
-}
-
-/* Translate a wolfSSL result into a wait, EOF or error. */
-static enum io
-tls_result(struct endpoint *ep, int ret, short *wait, int *err)
-{
-	int e = wolfSSL_get_error(ep->ep_ssl, ret);
-
-	if (ep->ep_cut) {
-		*err = e;
-		return (IO_ERR);	/* EOF inside a record: not an end */
-	}
-	switch (e) {
-	case WOLFSSL_ERROR_WANT_READ:
-		*wait = EV_READ;
-		return (IO_WAIT);
-	case WOLFSSL_ERROR_WANT_WRITE:
-		*wait = EV_WRITE;
-		return (IO_WAIT);
-	case WOLFSSL_ERROR_ZERO_RETURN:
-		ep->ep_closed_notify = 1;
-		return (IO_EOF);
-	case SOCKET_PEER_CLOSED_E:
-		return (IO_EOF);	/* TCP FIN without close_notify */
-	default:
-		*err = e;
-		return (IO_ERR);
-	}
-}
-
-enum io
-endpoint_read(struct endpoint *ep, uint8_t *buf, size_t len, size_t *got,
-    int *err)
-{
-	ssize_t n;
-
-	if (ep->ep_ssl != NULL) {
-		n = wolfSSL_read(ep->ep_ssl, buf, (int)len);
-		if (n > 0) {
-			*got = (size_t)n;
-			return (IO_OK);
-		}
-		return (tls_result(ep, (int)n, &ep->ep_rd_wait, err));
-	}
-	/*
-	 * A short read left the socket empty: wait for EV_READ instead of a
-	 * recv() that would only say EAGAIN (epoll is level-triggered, so
-	 * data that arrived meanwhile still wakes us).
-	 */
-	if (ep->ep_drained) {
-		ep->ep_rd_wait = EV_READ;
-		return (IO_WAIT);
-	}
-	n = recv(ep->ep_fd, buf, len, 0);
-	if (n > 0) {
-		*got = (size_t)n;
-		ep->ep_drained = (size_t)n < len;
-		return (IO_OK);
-	}
-	if (n == 0)
-		return (IO_EOF);
-	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-		ep->ep_rd_wait = EV_READ;
-		return (IO_WAIT);
-	}
-	*err = errno;
-	return (IO_ERR);
-}
-
-enum io
-endpoint_write(struct endpoint *ep, const uint8_t *buf, size_t len,
-    size_t *put, int *err)
-{
-	ssize_t n;
-
-	if (ep->ep_ssl != NULL) {
-		n = wolfSSL_write(ep->ep_ssl, buf, (int)len);
-		if (n > 0) {
-			/* The records are staged; send them now if the
-			 * socket takes them (else ep_wr_wait says so). */
-			*put = (size_t)n;
-			if (tls_flush(ep) == -1) {
-				*err = SOCKET_ERROR_E;
-				return (IO_ERR);
-			}
-			return (IO_OK);
-		}
-		return (tls_result(ep, (int)n, &ep->ep_wr_wait, err));
-	}
-	n = send(ep->ep_fd, buf, len, MSG_NOSIGNAL);
-	if (n >= 0) {
-		*put = (size_t)n;
-		return (IO_OK);
-	}
-	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-		ep->ep_wr_wait = EV_WRITE;
-		return (IO_WAIT);
-	}
-	*err = errno;
-	return (IO_ERR);
-}
-
-/*
- * End our sending side of ep: TLS close_notify, then TCP FIN.  The other
- * direction keeps flowing.
- */
-static enum io
-ep_shutdown(struct endpoint *ep)
-{
-	if (ep->ep_ssl != NULL) {
-		if (!ep->ep_notify_sent) {
-			/* Stages close_notify (sent once, never retried). */
-			(void)wolfSSL_shutdown(ep->ep_ssl);
-			ep->ep_notify_sent = 1;
-		}
-		/* A failed flush means the peer is gone: nothing more to say. */
-		if (tls_pending(ep) && tls_flush(ep) == 0)
-			return (IO_WAIT);
-	}
-	shutdown(ep->ep_fd, SHUT_WR);
-	return (IO_OK);
-}
-
-const char *
-endpoint_errstr(const struct endpoint *ep, int err)
-{
-	static __thread char buf[96];
-
-	if (ep->ep_ssl != NULL && ep->ep_cut)
-		return ("the TLS stream ended inside a record (truncated)");
-	if (ep->ep_ssl != NULL) {
-		wolfSSL_ERR_error_string_n((unsigned long)err, buf,
-		    sizeof(buf));
-		return (buf);
-	}
-	return (strerror(err));
+	(void)r;
+	h->h_buf = buf;
+	h->h_off = 0;
+	h->h_len = len;
+	h->h_bytes += len;
 }
 
 /*
@@ -192,179 +42,198 @@ endpoint_errstr(const struct endpoint *ep, int err)
  * buffered bytes are dropped and its source is not read again, while the
  * other direction goes on to its own end (the tail of a reply still
  * reaches a client whose upload the target no longer takes).  The first
- * such reason is the connection's.
+ * such reason is the relay's.
  */
 static void
-half_kill(struct conn *c, struct half *h, const char *side, const char *why)
+half_kill(struct relay *r, struct half *h, const char *side, const char *why)
 {
-	struct endpoint *dst = h->h_dst;
-
-	if (c->c_reason[0] == '\0')
-		snprintf(c->c_reason, sizeof(c->c_reason), "write to %s: %s",
+	if (r->r_reason[0] == '\0')
+		snprintf(r->r_reason, sizeof(r->r_reason), "write to %s: %s",
 		    side, why);
-	relay_buf_put(h->h_buf);
+	bufpool_put(h->h_buf);
 	h->h_buf = NULL;
 	h->h_off = h->h_len = 0;
-	relay_buf_put(dst->ep_wa);	/* staged TLS output cannot leave */
-	dst->ep_wa = NULL;
-	dst->ep_wa_off = dst->ep_wa_len = 0;
-	dst->ep_wr_wait = 0;
+	endpoint_drop_output(h->h_dst);	/* staged TLS output cannot leave */
 	h->h_dead = h->h_done = 1;
 }
 
 /*
  * A TLS stream that failed (bad record MAC, a record cut by EOF, any
- * decoding error) ends the connection, and the plaintext side sees a
+ * decoding error) ends the relay, and the plaintext side must see a
  * reset: never a FIN that would make a truncated stream look complete.
  */
 static int
-tls_read_failed(struct conn *c, struct endpoint *src, const char *side,
-    int err)
+read_failed(struct relay *r, struct endpoint *src, const char *side, int err)
 {
-	c->c_abort = src->ep_ssl != NULL;
-	conn_fail(c, "allowed", "read from %s: %s%s", side,
-	    endpoint_errstr(src, err), c->c_abort ?
+	r->r_abort = src->ep_ssl != NULL;
+	snprintf(r->r_reason, sizeof(r->r_reason), "read from %s: %s%s", side,
+	    endpoint_errstr(src, err), r->r_abort ?
 	    "; plaintext side aborted (reset)" : "");
 	return (-1);
 }
 
+/* Write what h holds.  1 moved, 0 nothing, -1 the half died doing it. */
+static int
+half_write(struct relay *r, struct half *h, const char *side)
+{
+	struct endpoint *dst = h->h_dst;
+	size_t n;
+	int err = 0;
+	enum io io;
+
+	if (h->h_len <= h->h_off || dst->ep_wr_wait != 0)
+		return (0);
+	io = endpoint_write(dst, h->h_buf + h->h_off, h->h_len - h->h_off, &n,
+	    &err);
+	if (io == IO_ERR || io == IO_EOF) {
+		half_kill(r, h, side, endpoint_errstr(dst, err));
+		return (-1);
+	}
+	if (io != IO_OK)
+		return (0);
+	h->h_off += n;
+	if (h->h_off == h->h_len) {
+		bufpool_put(h->h_buf);
+		h->h_buf = NULL;
+		h->h_off = h->h_len = 0;
+	}
+	return (1);
+}
+
 /*
- * Move what can be moved in one direction.  Returns 1 when something
- * happened, 0 when everything is blocked, -1 when the connection was closed.
+ * Fill h's empty buffer from its source.  1 moved (bytes or the EOF), 0
+ * nothing, -1 the relay failed (reason recorded).
+ */
+static int
+half_read(struct relay *r, struct half *h, const char *from)
+{
+	struct endpoint *src = h->h_src;
+	size_t n, more;
+	int err = 0, failed = 0;
+	enum io io;
+
+	if (h->h_buf == NULL && (h->h_buf = bufpool_get()) == NULL) {
+		snprintf(r->r_reason, sizeof(r->r_reason), "out of memory");
+		return (-1);
+	}
+	io = endpoint_read(src, h->h_buf, RELAY_READMAX, &n, &err);
+	/* wolfSSL returns a record per read: gather a few, so the plaintext
+	 * side gets one large send. */
+	while (io == IO_OK && src->ep_ssl != NULL &&
+	    h->h_len + n < RELAY_READMAX) {
+		more = 0;
+		h->h_len += n;
+		h->h_bytes += n;
+		switch (endpoint_read(src, h->h_buf + h->h_len,
+		    RELAY_READMAX - h->h_len, &more, &err)) {
+		case IO_OK:
+			break;
+		case IO_EOF:
+			/*
+			 * Record the end now: wolfSSL reports a close_notify
+			 * once, and a write the other way may reset its state
+			 * before the next read.  The bytes already read still
+			 * go out first.
+			 */
+			src->ep_rd_eof = 1;
+			break;
+		case IO_ERR:
+			failed = 1;	/* the stream is corrupt */
+			break;
+		case IO_WAIT:
+			break;		/* the wait is recorded */
+		}
+		n = more;
+		if (more == 0)
+			break;
+	}
+	if (failed || io == IO_ERR)
+		return (read_failed(r, src, from, err));
+	if (io == IO_OK) {
+		h->h_len += n;
+		h->h_bytes += n;
+	} else if (io == IO_EOF)
+		src->ep_rd_eof = 1;
+	if (h->h_len == 0) {
+		bufpool_put(h->h_buf);
+		h->h_buf = NULL;
+	}
+	return (io == IO_OK || io == IO_EOF);
+}
+
+/*
+ * Move what can be moved in one direction: write what it holds, read more
+ * once that is out, pass the source's EOF on once everything before it is
+ * out.  1 when something happened, 0 when everything is blocked, -1 when
+ * the relay failed.
  *
  * Invariant: h holds at most one buffer, and its source is read only while
  * that buffer is empty (backpressure); a dead half (h_dead) neither reads
  * nor writes again.
  */
 static int
-half_pump(struct conn *c, struct half *h, const char *side)
+half_pump(struct relay *r, struct half *h, const char *side)
 {
-	struct endpoint *src = h->h_src, *dst = h->h_dst;
 	const char *from = side[0] == 't' ? "client" : "target";
-	size_t n;
-	int err = 0, moved = 0, failed = 0;
-	enum io io;
+	int moved, rd;
 
 	if (h->h_dead)
 		return (0);
-	if (h->h_len > h->h_off && dst->ep_wr_wait == 0) {
-		io = endpoint_write(dst, h->h_buf + h->h_off, h->h_len - h->h_off,
-		    &n, &err);
-		if (io == IO_ERR || io == IO_EOF) {
-			half_kill(c, h, side, endpoint_errstr(dst, err));
-			return (1);
-		}
-		if (io == IO_OK) {
-			h->h_off += n;
-			moved = 1;
-			if (h->h_off == h->h_len) {
-				relay_buf_put(h->h_buf);
-				h->h_buf = NULL;
-				h->h_off = h->h_len = 0;
-			}
-		}
-	}
-	if (h->h_len == 0 && !src->ep_rd_eof && src->ep_rd_wait == 0) {
-		if (h->h_buf == NULL && (h->h_buf = relay_buf_get()) == NULL) {
-			conn_fail(c, "allowed", "out of memory");
+	if ((moved = half_write(r, h, side)) == -1)
+		return (1);
+	if (h->h_len == 0 && !h->h_src->ep_rd_eof &&
+	    h->h_src->ep_rd_wait == 0) {
+		if ((rd = half_read(r, h, from)) == -1)
 			return (-1);
-		}
-		io = endpoint_read(src, h->h_buf, RELAY_READMAX, &n, &err);
-		/* wolfSSL returns a record per read: gather a few, so the
-		 * plaintext side gets one large send. */
-		while (io == IO_OK && src->ep_ssl != NULL &&
-		    h->h_len + n < RELAY_READMAX) {
-			size_t more = 0;
-			h->h_len += n;
-			h->h_bytes += n;
-			switch (endpoint_read(src, h->h_buf + h->h_len,
-			    RELAY_READMAX - h->h_len, &more, &err)) {
-			case IO_OK:
-				break;
-			case IO_EOF:
-				/*
-				 * Record the end now: wolfSSL reports a
-				 * close_notify once, and a write the other way
-				 * may reset its state before the next read.
-				 * The bytes already read still go out first.
-				 */
-				src->ep_rd_eof = 1;
-				break;
-			case IO_ERR:
-				failed = 1;	/* the stream is corrupt */
-				break;
-			case IO_WAIT:
-				break;		/* the wait is recorded */
-			}
-			n = more;
-			if (more == 0)
-				break;
-		}
-		if (failed)
-			return (tls_read_failed(c, src, from, err));
-		switch (io) {
-		case IO_OK:
-			h->h_len += n;
-			h->h_bytes += n;
-			moved = 1;
-			break;
-		case IO_EOF:
-			src->ep_rd_eof = 1;
-			moved = 1;
-			break;
-		case IO_ERR:
-			return (tls_read_failed(c, src, from, err));
-		case IO_WAIT:
-			break;
-		}
-		if (h->h_len == 0) {
-			relay_buf_put(h->h_buf);
-			h->h_buf = NULL;
-		}
+		moved |= rd;
 	}
-	if (src->ep_rd_eof && h->h_len == 0 && !h->h_done &&
-	    dst->ep_wr_wait == 0) {
-		io = ep_shutdown(dst);
-		if (io == IO_OK) {
-			h->h_done = 1;
-			moved = 1;
-		}
+	if (h->h_src->ep_rd_eof && h->h_len == 0 && !h->h_done &&
+	    h->h_dst->ep_wr_wait == 0 && endpoint_shutdown(h->h_dst) == IO_OK) {
+		h->h_done = 1;
+		moved = 1;
 	}
 	return (moved);
 }
 
-int
-relay_pump(struct conn *c)
+/* What the relay's state says once nothing more moves now. */
+static enum relay_status
+settled(const struct relay *r, enum relay_status st)
 {
-	struct half *toward[2] = { &c->c_down, &c->c_up };	/* by dst */
-	uint64_t start = c->c_up.h_bytes + c->c_down.h_bytes;
+	return (r->r_up.h_done && r->r_down.h_done ? RELAY_DONE : st);
+}
+
+enum relay_status
+relay_pump(struct relay *r)
+{
+	struct half *toward[2] = { &r->r_down, &r->r_up };	/* by dst */
+	uint64_t start = r->r_up.h_bytes + r->r_down.h_bytes;
 	int up, down, i;
 
 	do {
-		if (c->c_up.h_bytes + c->c_down.h_bytes - start >=
+		if (r->r_up.h_bytes + r->r_down.h_bytes - start >=
 		    RELAY_BUDGET)
-			return (1);	/* fair to the worker's others */
+			return (settled(r, RELAY_MORE));
 		/* TLS output staged by an earlier write goes out first; a
 		 * side that refuses it ends the direction toward it. */
 		for (i = 0; i < 2; i++)
-			if (tls_pending(&c->c_ep[i]) &&
-			    c->c_ep[i].ep_wr_wait == 0 &&
-			    tls_flush(&c->c_ep[i]) == -1)
-				half_kill(c, toward[i], i == 0 ? "client" :
+			if (endpoint_pending(r->r_ep[i]) &&
+			    r->r_ep[i]->ep_wr_wait == 0 &&
+			    endpoint_flush(r->r_ep[i]) == -1)
+				half_kill(r, toward[i], i == 0 ? "client" :
 				    "target", strerror(errno));
-		if ((up = half_pump(c, &c->c_up, "target")) == -1)
-			return (-1);
-		if ((down = half_pump(c, &c->c_down, "client")) == -1)
-			return (-1);
+		if ((up = half_pump(r, &r->r_up, "target")) == -1)
+			return (RELAY_FAILED);
+		if ((down = half_pump(r, &r->r_down, "client")) == -1)
+			return (RELAY_FAILED);
 	} while (up || down);
-	return (0);
+	return (settled(r, RELAY_BLOCKED));
 }
 
 short
-relay_interest(const struct conn *c, const struct endpoint *ep)
+relay_interest(const struct relay *r, const struct endpoint *ep)
 {
-	const struct half *in = ep == c->c_up.h_src ? &c->c_up : &c->c_down;
-	const struct half *out = ep == c->c_up.h_dst ? &c->c_up : &c->c_down;
+	const struct half *in = ep == r->r_up.h_src ? &r->r_up : &r->r_down;
+	const struct half *out = ep == r->r_up.h_dst ? &r->r_up : &r->r_down;
 	short want = 0;
 
 	/* Reading: while the half it feeds lives, has room and no EOF yet. */
@@ -372,7 +241,22 @@ relay_interest(const struct conn *c, const struct endpoint *ep)
 		want |= ep->ep_rd_wait;
 	/* Writing: while bytes or the EOF are waiting to go out. */
 	if (out->h_len > out->h_off || (out->h_src->ep_rd_eof && !out->h_done) ||
-	    tls_pending(ep))
+	    endpoint_pending(ep))
 		want |= ep->ep_wr_wait;
 	return (want);
+}
+
+int
+relay_half_closed(const struct relay *r)
+{
+	return (r->r_up.h_done || r->r_down.h_done);
+}
+
+void
+relay_free(struct relay *r)
+{
+	bufpool_put(r->r_up.h_buf);
+	bufpool_put(r->r_down.h_buf);
+	r->r_up.h_buf = r->r_down.h_buf = NULL;
+	r->r_up.h_off = r->r_up.h_len = r->r_down.h_off = r->r_down.h_len = 0;
 }

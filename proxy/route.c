@@ -21,9 +21,13 @@
 #include "../policy/policy.h"
 #include "conn.h"
 #include "log.h"
-#include "mysql.h"
+#include "mysqlkey.h"
 #include "route.h"
+#include "tls.h"
 #include "worker.h"
+
+static void route_conn_done(struct route_rt *);
+static void route_conn_ended(void *, const struct conn_end *);
 
 #define EMFILE_BACKOFF_MS	100
 /* Descriptors kept free for what an accepted connection still opens. */
@@ -88,8 +92,78 @@ route_stats_put(struct route_stats *st)
 	pthread_mutex_unlock(&stats_lock);
 }
 
+/* certset's notes, as log lines. */
+static void
+certs_log(void *arg, const struct certset_note *n)
+{
+	enum log_level lv = n->cn_warn ? LOG_WARN : LOG_INFO;
+	struct logline l;
+
+	(void)arg;
+	if (n->cn_msg != NULL) {
+		log_msg(lv, n->cn_event, "%s", n->cn_msg);
+		return;
+	}
+	log_begin(&l, lv, n->cn_event);
+	log_str(&l, "route", n->cn_route);
+	log_str(&l, "file", n->cn_file);
+	log_str(&l, "key", n->cn_key);
+	log_str(&l, "reason", n->cn_reason);
+	log_str(&l, "action", n->cn_action);
+	log_end(&l);
+}
+
+void
+route_rules_of(const struct security_conf *sec, struct policy_rules *r)
+{
+	r->pr_cn.pl_v = sec->allowed_cn.sl_v;
+	r->pr_cn.pl_n = sec->allowed_cn.sl_n;
+	r->pr_dns.pl_v = sec->allowed_dns.sl_v;
+	r->pr_dns.pl_n = sec->allowed_dns.sl_n;
+	r->pr_uri.pl_v = sec->allowed_uri.sl_v;
+	r->pr_uri.pl_n = sec->allowed_uri.sl_n;
+	r->pr_ou.pl_v = sec->allowed_ou.sl_v;
+	r->pr_ou.pl_n = sec->allowed_ou.sl_n;
+}
+
+/* What the route's connections get (but their loop and callback arg). */
+static void
+conn_params_of(struct route_rt *rt, struct conn_params *p)
+{
+	const struct route_conf *rc = rt->rt_conf;
+
+	memset(p, 0, sizeof(*p));
+	p->cp_kind = rc->kind;
+	p->cp_name = rc->name;
+	p->cp_target = rc->target;
+	p->cp_addr = &rt->rt_target;
+	p->cp_handshake_ms = rc->handshake_timeout_ms;
+	p->cp_connect_ms = rc->connect_timeout_ms;
+	p->cp_idle_ms = rc->idle_timeout_ms;
+	p->cp_close_ms = rc->close_timeout_ms;
+	p->cp_certs = rt->rt_certs;
+	p->cp_rules = &rt->rt_rules;
+	p->cp_alpn = &rc->alpn;
+	p->cp_sni = rt->rt_sni;
+	p->cp_server_name = rc->sec.server_name;
+	p->cp_end = route_conn_ended;
+}
+
+void
+route_certsrc_params(const struct route_conf *rc, struct certsrc_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->name = rc->name;
+	p->ssl_ca = rc->sec.ssl_ca;
+	p->ssl_cert = rc->sec.ssl_cert;
+	p->ssl_key = rc->sec.ssl_key;
+	p->tls_server = rc->kind == ROUTE_SERVER;
+	p->verify_client = rc->sec.verify_client;
+	p->reread = rc->reread;
+}
+
 struct route_rt *
-route_new(struct daemon *d, struct route_conf *rc, char *err, size_t errlen)
+route_new(struct route_conf *rc, char *err, size_t errlen)
 {
 	struct certsrc_params p;
 	struct route_rt *rt;
@@ -102,7 +176,7 @@ route_new(struct daemon *d, struct route_conf *rc, char *err, size_t errlen)
 		return (NULL);
 	}
 	rt->rt_conf = rc;
-	rt->rt_d = d;
+	route_rules_of(&rc->sec, &rt->rt_rules);
 	rt->rt_shared_fd = -1;
 	atomic_init(&rt->rt_refs, 1);
 	if (addr_parse(rc->listen, &rt->rt_listen, why, sizeof(why)) == -1) {
@@ -125,19 +199,19 @@ route_new(struct daemon *d, struct route_conf *rc, char *err, size_t errlen)
 			sni = "";
 		snprintf(rt->rt_sni, sizeof(rt->rt_sni), "%s", sni);
 	}
-	memset(&p, 0, sizeof(p));
-	p.rc = rc;
+	route_certsrc_params(rc, &p);
 	p.verify_cb = tls_verify_cb;
-	p.tls_server = rc->kind == ROUTE_SERVER;
+	p.log = certs_log;
 	if ((rt->rt_certs = certsrc_new(&p, err, errlen)) == NULL)
 		goto fail;
-	if (rc->kind == ROUTE_MYSQL && mysql_keys_init(err, errlen) == -1)
+	if (rc->kind == ROUTE_MYSQL && mysqlkey_init(err, errlen) == -1)
 		goto fail;
 	if ((rt->rt_stats = route_stats_get(rc->name ? rc->name : "")) ==
 	    NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
+	conn_params_of(rt, &rt->rt_cp);
 	return (rt);
 fail:
 	route_free(rt);
@@ -270,6 +344,28 @@ fd_limit(void)
 	return (lim);
 }
 
+/* Hand an accepted socket to a new connection of l's worker. */
+static void
+route_accepted(struct listener *l, int fd, const struct sockaddr *sa,
+    socklen_t len)
+{
+	struct route_rt *rt = l->l_rt;
+	struct conn_params p = rt->rt_cp;
+	struct conn *c;
+
+	atomic_fetch_add(&rt->rt_stats->rs_active, 1);
+	route_hold(rt);
+	p.cp_base = l->l_w->w_base;
+	p.cp_arg = l;
+	if ((c = conn_new(&p, fd, sa, len)) == NULL) {
+		route_conn_done(rt);
+		route_release(rt);
+		return;
+	}
+	worker_conn_add(l->l_w, c);
+	conn_start(c);
+}
+
 static void
 accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
@@ -298,17 +394,14 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 				listener_backoff(l, strerror(errno));
 			return;
 		}
-		atomic_fetch_add(&rt->rt_stats->rs_active, 1);
-		route_hold(rt);
+		route_accepted(l, fd, (struct sockaddr *)&ss, len);
 		/* Descriptors are handed out lowest first: a high one means
 		 * few are left for target sockets.  Serve this client, then
 		 * let the next ones wait in the backlog for a moment. */
 		if (fd >= fd_limit() - FD_HEADROOM) {
-			conn_accept(l->l_w, rt, fd, (struct sockaddr *)&ss, len);
 			listener_backoff(l, "few file descriptors left");
 			return;
 		}
-		conn_accept(l->l_w, rt, fd, (struct sockaddr *)&ss, len);
 	}
 }
 
@@ -338,7 +431,7 @@ route_listen(struct route_rt *rt, struct worker *w)
 	/* Published only now that its events exist: route_conn_done()
 	 * activates l_resume from other threads. */
 	pthread_mutex_lock(&st->rs_lock);
-	l->l_w = w;
+	l->l_w = l->l_home = w;
 	if (!rt->rt_retired)
 		st->rs_live = rt;
 	pthread_mutex_unlock(&st->rs_lock);
@@ -379,7 +472,8 @@ route_retire(struct route_rt *rt)
 	pthread_mutex_unlock(&st->rs_lock);
 }
 
-void
+/* A connection ended: free its slot and wake paused listeners. */
+static void
 route_conn_done(struct route_rt *rt)
 {
 	struct route_stats *st = rt->rt_stats;
@@ -398,6 +492,52 @@ route_conn_done(struct route_rt *rt)
 			if (live->rt_lst[i].l_w != NULL)
 				event_active(&live->rt_lst[i].l_resume, 0, 0);
 	pthread_mutex_unlock(&st->rs_lock);
+}
+
+/* Count an ended connection in its route's metrics. */
+static void
+route_count(struct route_stats *st, const struct conn_end *e)
+{
+	int b;
+
+	if (e->ce_result == CONN_DENIED)
+		atomic_fetch_add(&st->rs_denied, 1);
+	else if (e->ce_result == CONN_FAILED)
+		atomic_fetch_add(&st->rs_failed, 1);
+	else
+		atomic_fetch_add(&st->rs_allowed, 1);
+	switch (e->ce_why) {
+	case WHY_POLICY:	atomic_fetch_add(&st->rs_deny_policy, 1); break;
+	case WHY_VERIFY:	atomic_fetch_add(&st->rs_fail_verify, 1); break;
+	case WHY_NOCERT:	atomic_fetch_add(&st->rs_fail_nocert, 1); break;
+	case WHY_TIMEOUT:	atomic_fetch_add(&st->rs_fail_timeout, 1); break;
+	case WHY_HANDSHAKE:	atomic_fetch_add(&st->rs_fail_other, 1); break;
+	case WHY_CONNECT:	atomic_fetch_add(&st->rs_fail_connect, 1); break;
+	case WHY_NONE:		break;
+	}
+	atomic_fetch_add(&st->rs_bytes_in, e->ce_bytes_in);
+	atomic_fetch_add(&st->rs_bytes_out, e->ce_bytes_out);
+	for (b = 0; b < DUR_BUCKETS; b++)
+		if ((double)e->ce_dur_ms / 1000.0 <= route_dur_bounds[b])
+			break;
+	atomic_fetch_add(&st->rs_dur[b], 1);
+	atomic_fetch_add(&st->rs_dur_sum_ms, (uint64_t)e->ce_dur_ms);
+}
+
+/*
+ * The end callback of every connection a listener accepted: count it,
+ * take it off its worker's list, free its slot, drop its reference.
+ */
+static void
+route_conn_ended(void *arg, const struct conn_end *e)
+{
+	struct listener *l = arg;
+	struct route_rt *rt = l->l_rt;
+
+	route_count(rt->rt_stats, e);
+	worker_conn_del(l->l_home, e->ce_conn);
+	route_conn_done(rt);
+	route_release(rt);
 }
 
 void

@@ -12,17 +12,19 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "../policy/policy.h"
 #include "addr.h"
 #include "conf.h"
+#include "conn.h"
 
 struct certsrc;
 struct worker;
-struct daemon;
 
 /* A route's listening socket in one worker. */
 struct listener {
 	struct route_rt	*l_rt;
-	struct worker	*l_w;
+	struct worker	*l_w;		/* NULL once it stopped listening */
+	struct worker	*l_home;	/* the worker, for conns it accepted */
 	int		 l_fd;
 	int		 l_owned;	/* close l_fd on stop */
 	int		 l_paused;
@@ -67,11 +69,12 @@ extern const double route_dur_bounds[DUR_BUCKETS];
 
 struct route_rt {
 	struct route_conf	*rt_conf;
-	struct daemon		*rt_d;
+	struct policy_rules	 rt_rules;	/* rt_conf's cert-allowed-* */
 	struct certsrc		*rt_certs;
 	struct addr		 rt_listen;
 	struct addr		 rt_target;
 	char			 rt_sni[256];	/* "" when no SNI is sent */
+	struct conn_params	 rt_cp;		/* what its connections get */
 	atomic_int		 rt_refs;	/* the config's + one per conn */
 	struct route_stats	*rt_stats;
 	struct listener		*rt_lst;	/* one per worker */
@@ -82,13 +85,23 @@ struct route_rt {
 						 * (under rt_stats->rs_lock) */
 };
 
+struct certsrc_params;
+struct policy_rules;
+
+/* route_rules_of(sec, rules): sec's cert-allowed-* lists as policy rules
+ * (pointing into sec, which must outlive them). */
+void route_rules_of(const struct security_conf *, struct policy_rules *);
+
+/* route_certsrc_params(rc, p): the certificate files and flags of rc for
+ * certsrc_new(); the caller adds the verify callback and the log. */
+void route_certsrc_params(const struct route_conf *, struct certsrc_params *);
+
 /*
- * route_new(d, rc, err, errlen): resolve the addresses and load the
+ * route_new(rc, err, errlen): resolve the addresses and load the
  * certificates of rc.  The route owns rc (heap-allocated) from here on, also
  * when it fails.  NULL with a message naming the key and the fix in err.
  */
-struct route_rt *route_new(struct daemon *, struct route_conf *, char *,
-    size_t);
+struct route_rt *route_new(struct route_conf *, char *, size_t);
 
 /*
  * route_bind(rt, nworkers, err, errlen): create the listening sockets, one per
@@ -121,9 +134,6 @@ int route_listen(struct route_rt *, struct worker *);
 
 /* route_stop_listening(rt, w): stop accepting in worker w, close sockets. */
 void route_stop_listening(struct route_rt *, struct worker *);
-
-/* route_conn_done(rt): a connection ended; wake paused listeners. */
-void route_conn_done(struct route_rt *);
 
 /* route_free(rt): free now (start-up errors, or the last reference). */
 void route_free(struct route_rt *);

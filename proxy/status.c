@@ -10,6 +10,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,10 +26,10 @@
 #include "../policy/certset.h"
 #include "../policy/policy.h"
 #include "addr.h"
+#include "daemon.h"
 #include "log.h"
 #include "route.h"
 #include "status.h"
-#include "worker.h"
 
 /*
  * DESIGN 7's bounds.  A connection carries one request: its head (request
@@ -125,116 +126,151 @@ health(struct status *st, char *buf, size_t len)
 	evbuffer_add_printf((b), "# HELP %s %s\n# TYPE %s %s\n", (name), \
 	    (help), (name), (type))
 
-static void
-metrics(struct status *st, struct evbuffer *b)
-{
-	struct daemon *d = st->st_d;
-	struct routeset *set = &d->d_routes;
-	size_t i;
-	int k;
+#define OFF(f)	offsetof(struct route_stats, f)
+#define LD(x)	((unsigned long long)atomic_load(&(x)))
 
-#define EACH for (i = 0; i < set->rs_n; i++)
-#define RT (set->rs_v[i])
-#define ST (set->rs_v[i]->rt_stats)
-#define LD(x) ((unsigned long long)atomic_load(&(x)))
-	M_HEAD(b, "dmtls_connections_total", "counter",
-	    "Connections ended, by result.");
-	EACH {
-		evbuffer_add_printf(b, "dmtls_connections_total{route=\"%s\","
-		    "result=\"allowed\"} %llu\n", RT->rt_conf->name,
-		    LD(ST->rs_allowed));
-		evbuffer_add_printf(b, "dmtls_connections_total{route=\"%s\","
-		    "result=\"denied\"} %llu\n", RT->rt_conf->name,
-		    LD(ST->rs_denied));
-		evbuffer_add_printf(b, "dmtls_connections_total{route=\"%s\","
-		    "result=\"failed\"} %llu\n", RT->rt_conf->name,
-		    LD(ST->rs_failed));
-	}
-	M_HEAD(b, "dmtls_active_connections", "gauge",
-	    "Connections open now.");
-	EACH evbuffer_add_printf(b, "dmtls_active_connections{route=\"%s\"} "
-	    "%ld\n", RT->rt_conf->name, atomic_load(&ST->rs_active));
-	M_HEAD(b, "dmtls_denials_total", "counter",
-	    "Peers refused by the identity policy.");
-	EACH evbuffer_add_printf(b, "dmtls_denials_total{route=\"%s\","
-	    "reason=\"identity_not_allowed\"} %llu\n", RT->rt_conf->name,
-	    LD(ST->rs_deny_policy));
-	M_HEAD(b, "dmtls_handshake_failures_total", "counter",
-	    "TLS handshakes that failed, by reason.");
-	EACH {
-		static const char *why[] = { "verify", "no_client_cert",
-		    "timeout", "other" };
-		unsigned long long v[4] = { LD(ST->rs_fail_verify),
-		    LD(ST->rs_fail_nocert), LD(ST->rs_fail_timeout),
-		    LD(ST->rs_fail_other) };
-		for (k = 0; k < 4; k++)
-			evbuffer_add_printf(b, "dmtls_handshake_failures_total"
-			    "{route=\"%s\",reason=\"%s\"} %llu\n",
-			    RT->rt_conf->name, why[k], v[k]);
-	}
-	M_HEAD(b, "dmtls_connect_failures_total", "counter",
-	    "Connections to the target that failed or timed out.");
-	EACH evbuffer_add_printf(b, "dmtls_connect_failures_total{route="
-	    "\"%s\"} %llu\n", RT->rt_conf->name, LD(ST->rs_fail_connect));
-	M_HEAD(b, "dmtls_bytes_total", "counter",
-	    "Bytes relayed: in = from the accepted side, out = to it.");
-	EACH {
-		evbuffer_add_printf(b, "dmtls_bytes_total{route=\"%s\","
-		    "direction=\"in\"} %llu\n", RT->rt_conf->name,
-		    LD(ST->rs_bytes_in));
-		evbuffer_add_printf(b, "dmtls_bytes_total{route=\"%s\","
-		    "direction=\"out\"} %llu\n", RT->rt_conf->name,
-		    LD(ST->rs_bytes_out));
-	}
+/* The per-route counters of struct route_stats, in /metrics order. */
+static const struct family {
+	const char	*f_name;
+	const char	*f_type;
+	const char	*f_help;
+	const char	*f_label;	/* NULL: one sample per route */
+	const char	*f_val[4];	/* its values, NULL-terminated */
+	size_t		 f_off[4];	/* their counters in route_stats */
+} families[] = {
+	{ "dmtls_connections_total", "counter", "Connections ended, by "
+	    "result.", "result", { "allowed", "denied", "failed" },
+	    { OFF(rs_allowed), OFF(rs_denied), OFF(rs_failed) } },
+	{ "dmtls_active_connections", "gauge", "Connections open now.",
+	    NULL, { NULL }, { OFF(rs_active) } },
+	{ "dmtls_denials_total", "counter", "Peers refused by the identity "
+	    "policy.", "reason", { "identity_not_allowed" },
+	    { OFF(rs_deny_policy) } },
+	{ "dmtls_handshake_failures_total", "counter", "TLS handshakes that "
+	    "failed, by reason.", "reason", { "verify", "no_client_cert",
+	    "timeout", "other" }, { OFF(rs_fail_verify), OFF(rs_fail_nocert),
+	    OFF(rs_fail_timeout), OFF(rs_fail_other) } },
+	{ "dmtls_connect_failures_total", "counter", "Connections to the "
+	    "target that failed or timed out.", NULL, { NULL },
+	    { OFF(rs_fail_connect) } },
+	{ "dmtls_bytes_total", "counter", "Bytes relayed: in = from the "
+	    "accepted side, out = to it.", "direction", { "in", "out" },
+	    { OFF(rs_bytes_in), OFF(rs_bytes_out) } },
+};
+
+/* One sample of family f for route stats rs: its k-th counter. */
+static void
+family_sample(struct evbuffer *b, const struct family *f, int k,
+    const char *route, const struct route_stats *rs)
+{
+	const char *p = (const char *)rs + f->f_off[k];
+
+	if (f->f_off[k] == OFF(rs_active))	/* the one signed gauge */
+		evbuffer_add_printf(b, "%s{route=\"%s\"} %ld\n", f->f_name,
+		    route, atomic_load((const atomic_long *)(const void *)p));
+	else if (f->f_label == NULL)
+		evbuffer_add_printf(b, "%s{route=\"%s\"} %llu\n", f->f_name,
+		    route, LD(*(const atomic_uint_least64_t *)(const void *)p));
+	else
+		evbuffer_add_printf(b, "%s{route=\"%s\",%s=\"%s\"} %llu\n",
+		    f->f_name, route, f->f_label, f->f_val[k],
+		    LD(*(const atomic_uint_least64_t *)(const void *)p));
+}
+
+/* The certificate families: sets built and broken, the not-after. */
+static void
+metrics_certs(const struct routeset *set, struct evbuffer *b)
+{
+	struct route_rt *rt;
+	struct certset *cs;
+	uint64_t ok, err;
+	size_t i;
+
 	M_HEAD(b, "dmtls_cert_reloads_total", "counter",
 	    "Certificate sets built (ok) and broken states seen (error) "
 	    "since the route was (re)loaded.");
-	EACH {
-		uint64_t ok, err;
-		certsrc_stats(RT->rt_certs, &ok, &err);
+	for (i = 0; i < set->rs_n; i++) {
+		rt = set->rs_v[i];
+		certsrc_stats(rt->rt_certs, &ok, &err);
 		evbuffer_add_printf(b, "dmtls_cert_reloads_total{route=\"%s\","
-		    "result=\"ok\"} %llu\n", RT->rt_conf->name,
+		    "result=\"ok\"} %llu\n", rt->rt_conf->name,
 		    (unsigned long long)ok);
 		evbuffer_add_printf(b, "dmtls_cert_reloads_total{route=\"%s\","
-		    "result=\"error\"} %llu\n", RT->rt_conf->name,
+		    "result=\"error\"} %llu\n", rt->rt_conf->name,
 		    (unsigned long long)err);
 	}
 	M_HEAD(b, "dmtls_cert_not_after_seconds", "gauge",
 	    "Not-after of the certificate in use, as a Unix time.");
-	EACH {
-		struct certset *cs = certsrc_current(RT->rt_certs);
+	for (i = 0; i < set->rs_n; i++) {
+		rt = set->rs_v[i];
+		cs = certsrc_current(rt->rt_certs);
 		if (certset_not_after(cs) != 0)
 			evbuffer_add_printf(b, "dmtls_cert_not_after_seconds{"
 			    "route=\"%s\",file=\"%s\"} %lld\n",
-			    RT->rt_conf->name, RT->rt_conf->sec.ssl_cert,
+			    rt->rt_conf->name, rt->rt_conf->sec.ssl_cert,
 			    (long long)certset_not_after(cs));
 		certset_release(cs);
 	}
+}
+
+/* The connection duration histogram. */
+static void
+metrics_durations(const struct routeset *set, struct evbuffer *b)
+{
+	const struct route_stats *rs;
+	const char *name;
+	unsigned long long cum;
+	size_t i;
+	int k;
+
 	M_HEAD(b, "dmtls_connection_duration_seconds", "histogram",
 	    "How long connections lasted.");
-	EACH {
-		unsigned long long cum = 0;
+	for (i = 0; i < set->rs_n; i++) {
+		rs = set->rs_v[i]->rt_stats;
+		name = set->rs_v[i]->rt_conf->name;
+		cum = 0;
 		for (k = 0; k < DUR_BUCKETS; k++) {
-			cum += LD(ST->rs_dur[k]);
+			cum += LD(rs->rs_dur[k]);
 			evbuffer_add_printf(b, "dmtls_connection_duration_"
 			    "seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
-			    RT->rt_conf->name, route_dur_bounds[k], cum);
+			    name, route_dur_bounds[k], cum);
 		}
-		cum += LD(ST->rs_dur[DUR_BUCKETS]);
+		cum += LD(rs->rs_dur[DUR_BUCKETS]);
 		evbuffer_add_printf(b, "dmtls_connection_duration_seconds_"
-		    "bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
-		    RT->rt_conf->name, cum);
+		    "bucket{route=\"%s\",le=\"+Inf\"} %llu\n", name, cum);
 		evbuffer_add_printf(b, "dmtls_connection_duration_seconds_sum"
-		    "{route=\"%s\"} %.3f\n", RT->rt_conf->name,
-		    (double)LD(ST->rs_dur_sum_ms) / 1000.0);
+		    "{route=\"%s\"} %.3f\n", name,
+		    (double)LD(rs->rs_dur_sum_ms) / 1000.0);
 		evbuffer_add_printf(b, "dmtls_connection_duration_seconds_"
-		    "count{route=\"%s\"} %llu\n", RT->rt_conf->name, cum);
+		    "count{route=\"%s\"} %llu\n", name, cum);
 	}
-#undef EACH
-#undef RT
-#undef ST
-#undef LD
 }
+
+/* /metrics: every family, each with a sample per route of d_routes. */
+static void
+metrics(struct status *st, struct evbuffer *b)
+{
+	const struct routeset *set = &st->st_d->d_routes;
+	const struct family *f;
+	size_t i;
+	int k;
+
+	for (f = families; f < families + sizeof(families) /
+	    sizeof(families[0]); f++) {
+		M_HEAD(b, f->f_name, f->f_type, f->f_help);
+		for (i = 0; i < set->rs_n; i++)
+			for (k = 0; k == 0 || (f->f_label != NULL &&
+			    k < 4 && f->f_val[k] != NULL); k++)
+				family_sample(b, f, k,
+				    set->rs_v[i]->rt_conf->name,
+				    set->rs_v[i]->rt_stats);
+	}
+	metrics_certs(set, b);
+	metrics_durations(set, b);
+}
+
+#undef OFF
+#undef LD
 
 static void
 status_json(struct status *st, struct evbuffer *b)
@@ -270,7 +306,7 @@ status_json(struct status *st, struct evbuffer *b)
 		json_str(b, rc->listen);
 		evbuffer_add_printf(b, ",\"target\":");
 		json_str(b, rc->target);
-		policy_describe(&rc->sec, rules, sizeof(rules));
+		policy_describe(&rt->rt_rules, rules, sizeof(rules));
 		evbuffer_add_printf(b, ",\"identity\":");
 		json_str(b, rules);
 		evbuffer_add_printf(b, ",\"active\":%ld,\"certificate\":{"

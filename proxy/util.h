@@ -6,6 +6,10 @@
 
 #include <stdint.h>
 
+/* Exit statuses of every command (DESIGN 5); 0 is success. */
+#define EXIT_RUNTIME	1
+#define EXIT_USAGE	2
+
 /* The longest duration parse_duration() takes: 365 days. */
 #define DURATION_MAX_MS		(365LL * 86400 * 1000)
 

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "../../policy/certset.h"
+#include "../../proxy/conf.h"
 #include "unitfiles.h"
 
 static char path_ca[256], path_cert[256], path_key[256];
@@ -69,8 +70,9 @@ use(const char *name)
 	    uf_dir, name, name);
 }
 
+/* A source for the files in use, rereading them per acquire or not. */
 static struct certsrc *
-new_src(struct route_conf *rc, char *err, size_t errlen)
+new_src_reread(struct route_conf *rc, int reread, char *err, size_t errlen)
 {
 	struct certsrc_params p;
 
@@ -80,10 +82,21 @@ new_src(struct route_conf *rc, char *err, size_t errlen)
 	rc->sec.ssl_cert = strdup(path_cert);
 	rc->sec.ssl_key = strdup(path_key);
 	memset(&p, 0, sizeof(p));
-	p.rc = rc;
-	p.verify_cb = verify_any;
+	p.name = rc->name;
+	p.ssl_ca = rc->sec.ssl_ca;
+	p.ssl_cert = rc->sec.ssl_cert;
+	p.ssl_key = rc->sec.ssl_key;
 	p.tls_server = 1;
+	p.verify_client = rc->sec.verify_client;
+	p.reread = reread;
+	p.verify_cb = verify_any;
 	return (certsrc_new(&p, err, errlen));
+}
+
+static struct certsrc *
+new_src(struct route_conf *rc, char *err, size_t errlen)
+{
+	return (new_src_reread(rc, 1, err, errlen));
 }
 
 static void
@@ -234,9 +247,8 @@ test_no_reread_keeps_first_set(void **state)
 
 	(void)state;
 	use("a");
-	src = new_src(&rc, err, sizeof(err));
+	src = new_src_reread(&rc, 0, err, sizeof(err));
 	assert_non_null(src);
-	rc.reread = 0;
 	a = certsrc_acquire(src);
 	use("b");
 	b = certsrc_acquire(src);

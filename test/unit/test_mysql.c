@@ -3,9 +3,10 @@
  *
  * The upgrade runs on socketpairs, with link-time wraps (see Makefile.am):
  * tls_setup/tls_handshake succeed without a session (the "TLS" leg stays
- * plaintext), conn_close records the call and frees only the upgrade's
- * state (as the real one does, through mysql_abort), relay_buf_get can be
- * made to fail, and free() looks at the upgrade's state as it goes.
+ * plaintext), bufpool_get can be made to fail, and free() looks at the
+ * upgrade's state as it goes.  The test plays the connection: it takes
+ * what the upgrade leaves for the relay and ends it with mysql_end(), as
+ * conn.c's one close does.
  */
 #include <sys/socket.h>
 
@@ -20,34 +21,35 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "../../proxy/conf.h"
-#include "../../proxy/conn.h"
+#include <event2/event.h>
+
+#include "../../proxy/bufpool.h"
+#include "../../proxy/endpoint.h"
 #include "../../proxy/mysql.h"
-#include "../../proxy/route.h"
+#include "../../proxy/tls.h"
 
 #define USER	"secret-user-4242"
 #define PASS	"hunter2-password"
 
 /* ---- the wraps ---------------------------------------------------------- */
 
-uint8_t *__real_relay_buf_get(void);
+uint8_t *__real_bufpool_get(void);
 void __real_free(void *);
-uint8_t *__wrap_relay_buf_get(void);
+uint8_t *__wrap_bufpool_get(void);
 void __wrap_free(void *);
-void __wrap_conn_close(struct conn *, const char *);
-int __wrap_tls_setup(struct conn *, struct endpoint *);
-int __wrap_tls_handshake(struct conn *, struct endpoint *);
+int __wrap_tls_setup(struct tls_session *, struct endpoint *,
+    const struct tls_params *);
+enum tls_status __wrap_tls_handshake(struct tls_session *, struct endpoint *);
 
-static int fail_bufs;		/* relay_buf_get() returns NULL */
-static int closes;		/* conn_close() calls */
+static int fail_bufs;		/* bufpool_get() returns NULL */
 static void *watched;		/* the upgrade's state */
 static int watched_freed;
 static int secret_left;		/* ... held USER or PASS when freed */
 
 uint8_t *
-__wrap_relay_buf_get(void)
+__wrap_bufpool_get(void)
 {
-	return (fail_bufs ? NULL : __real_relay_buf_get());
+	return (fail_bufs ? NULL : __real_bufpool_get());
 }
 
 void
@@ -65,36 +67,30 @@ __wrap_free(void *p)
 	__real_free(p);
 }
 
-void
-__wrap_conn_close(struct conn *c, const char *reason)
-{
-	(void)reason;
-	closes++;
-	mysql_abort(c);
-}
-
 int
-__wrap_tls_setup(struct conn *c, struct endpoint *ep)
+__wrap_tls_setup(struct tls_session *ts, struct endpoint *ep,
+    const struct tls_params *p)
 {
-	(void)c;
+	(void)ts;
 	(void)ep;
+	(void)p;
 	return (0);
 }
 
-int
-__wrap_tls_handshake(struct conn *c, struct endpoint *ep)
+enum tls_status
+__wrap_tls_handshake(struct tls_session *ts, struct endpoint *ep)
 {
-	(void)c;
+	(void)ts;
 	(void)ep;
-	return (1);
+	return (TLS_DONE);
 }
 
 /* ---- a connection on socketpairs ---------------------------------------- */
 
 struct rig {
-	struct route_conf	rc;
-	struct route_rt		rt;
-	struct conn		c;
+	struct endpoint		ep[2];	/* the client's leg, the server's */
+	struct tls_session	tls;
+	struct mysql		*ms;
 	int			client;	/* the MySQL client's end */
 	int			server;	/* the MySQL server's end */
 };
@@ -102,30 +98,26 @@ struct rig {
 static void
 rig_init(struct rig *r)
 {
+	struct mysql_params p;
 	int sv[2], i;
 
 	memset(r, 0, sizeof(*r));
-	r->rc.name = (char *)(uintptr_t)"mysql";
-	r->rc.target = (char *)(uintptr_t)"db:3306";
-	r->rt.rt_conf = &r->rc;
-	r->c.c_magic = CONN_MAGIC;
-	r->c.c_route = &r->rt;
-	r->c.c_result = "allowed";
+	memset(&p, 0, sizeof(p));
 	for (i = 0; i < 2; i++) {
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 		assert_int_equal(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
-		r->c.c_ep[i].ep_conn = &r->c;
-		r->c.c_ep[i].ep_fd = sv[0];
+		endpoint_init(&r->ep[i], sv[0]);
+		p.mp_ep[i] = &r->ep[i];
 		if (i == 0)
 			r->client = sv[1];
 		else
 			r->server = sv[1];
 	}
-	r->c.c_up.h_src = r->c.c_down.h_dst = &r->c.c_ep[0];
-	r->c.c_up.h_dst = r->c.c_down.h_src = &r->c.c_ep[1];
-	fail_bufs = closes = watched_freed = secret_left = 0;
-	assert_int_equal(mysql_begin(&r->c), 0);
-	watched = r->c.c_my;
+	p.mp_tls = &r->tls;
+	p.mp_target = "db:3306";
+	fail_bufs = watched_freed = secret_left = 0;
+	assert_non_null(r->ms = mysql_begin(&p));
+	watched = r->ms;
 }
 
 static void
@@ -134,11 +126,9 @@ rig_done(struct rig *r)
 	int i;
 
 	for (i = 0; i < 2; i++)
-		close(r->c.c_ep[i].ep_fd);
+		close(r->ep[i].ep_fd);
 	close(r->client);
 	close(r->server);
-	relay_buf_put(r->c.c_up.h_buf);	/* pooled buffers, if any */
-	relay_buf_put(r->c.c_down.h_buf);
 }
 
 /* One packet on fd. */
@@ -170,17 +160,15 @@ get(int fd, uint8_t *seq, uint8_t *p, size_t cap)
 	return (n);
 }
 
-/* Let the state machine run as if both sockets had fired (as ep_cb). */
-static int
+/* Let the state machine run as if both sockets had fired (as conn.c). */
+static enum mysql_status
 step(struct rig *r)
 {
 	int i;
 
-	for (i = 0; i < 2; i++) {
-		r->c.c_ep[i].ep_rd_wait = r->c.c_ep[i].ep_wr_wait = 0;
-		r->c.c_ep[i].ep_drained = 0;
-	}
-	return (mysql_step(&r->c));
+	for (i = 0; i < 2; i++)
+		endpoint_ready(&r->ep[i], EV_READ | EV_WRITE);
+	return (mysql_step(r->ms));
 }
 
 static const uint8_t greeting[] =
@@ -209,20 +197,20 @@ static const uint8_t ok[] = { 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00 };
  * up to the server's OK, followed by the first bytes of a result the relay
  * must carry on.  Returns what the last mysql_step() said.
  */
-static int
+static enum mysql_status
 run_login(struct rig *r)
 {
 	uint8_t buf[512], seq;
 	size_t n;
 
 	put(r->server, 0, greeting, sizeof(greeting));
-	assert_int_equal(step(r), 0);
+	assert_int_equal(step(r), MYSQL_WAIT);
 	n = get(r->client, &seq, buf, sizeof(buf));
 	assert_int_equal(seq, 0);
 	assert_int_equal(n, sizeof(greeting));
 
 	put(r->client, 1, login, sizeof(login));
-	assert_int_equal(step(r), 0);
+	assert_int_equal(step(r), MYSQL_WAIT);
 	n = get(r->server, &seq, buf, sizeof(buf));
 	assert_int_equal(seq, 1);
 	assert_int_equal(n, 32);			/* the SSLRequest */
@@ -231,12 +219,12 @@ run_login(struct rig *r)
 	assert_int_equal(n, sizeof(login));		/* the login */
 
 	put(r->server, 3, "\x01\x04", 2);		/* full auth */
-	assert_int_equal(step(r), 0);
+	assert_int_equal(step(r), MYSQL_WAIT);
 	n = get(r->client, &seq, buf, sizeof(buf));
 	assert_int_equal(n, 2);
 
 	put(r->client, 3, PASS, sizeof(PASS));		/* with its NUL */
-	assert_int_equal(step(r), 0);
+	assert_int_equal(step(r), MYSQL_WAIT);
 	n = get(r->server, &seq, buf, sizeof(buf));
 	assert_int_equal(n, sizeof(PASS));
 	assert_memory_equal(buf, PASS, sizeof(PASS));
@@ -251,17 +239,23 @@ static void
 test_finish_wipes_login_and_password(void **state)
 {
 	struct rig r;
+	uint8_t *left;
+	size_t n;
 
 	(void)state;
 	rig_init(&r);
-	assert_int_equal(run_login(&r), 1);
-	assert_null(r.c.c_my);
+	assert_int_equal(run_login(&r), MYSQL_DONE);
+	/* The bytes behind the OK are left for the relay, and nothing from
+	 * the client's leg. */
+	left = mysql_take(r.ms, MYSQL_SERVER, &n);
+	assert_non_null(left);
+	assert_int_equal(n, 5);
+	assert_null(mysql_take(r.ms, MYSQL_CLIENT, &n));
+	assert_int_equal(watched_freed, 0);
+	mysql_end(r.ms, NULL);
 	assert_int_equal(watched_freed, 1);
-	assert_int_equal(closes, 0);
 	assert_false(secret_left);
-	/* The bytes behind the OK were handed to the relay. */
-	assert_non_null(r.c.c_down.h_buf);
-	assert_int_equal(r.c.c_down.h_len, 5);
+	bufpool_put(left);
 	rig_done(&r);
 }
 
@@ -273,14 +267,14 @@ test_finish_out_of_memory_closes(void **state)
 	(void)state;
 	rig_init(&r);
 	fail_bufs = 1;
-	assert_int_equal(run_login(&r), -1);
-	/* -1 means "closed": conn_close ran once and freed the state. */
-	assert_int_equal(closes, 1);
-	assert_null(r.c.c_my);
+	/* No buffer for the relay: the upgrade fails (it does not free
+	 * itself: the connection's one close ends it, once). */
+	assert_int_equal(run_login(&r), MYSQL_FAIL);
+	assert_non_null(strstr(mysql_reason(r.ms), "out of memory"));
+	assert_int_equal(watched_freed, 0);
+	mysql_end(r.ms, mysql_reason(r.ms));
 	assert_int_equal(watched_freed, 1);
 	assert_false(secret_left);
-	assert_non_null(strstr(r.c.c_reason, "out of memory"));
-	assert_string_equal(r.c.c_result, "failed");
 	rig_done(&r);
 }
 
@@ -289,18 +283,22 @@ test_abort_wipes_login(void **state)
 {
 	struct rig r;
 	uint8_t buf[512], seq;
+	size_t n;
 
 	(void)state;
 	rig_init(&r);
 	put(r.server, 0, greeting, sizeof(greeting));
-	assert_int_equal(step(&r), 0);
+	assert_int_equal(step(&r), MYSQL_WAIT);
 	(void)get(r.client, &seq, buf, sizeof(buf));
 	put(r.client, 1, login, sizeof(login));
-	assert_int_equal(step(&r), 0);
-	mysql_abort(&r.c);
-	assert_null(r.c.c_my);
+	assert_int_equal(step(&r), MYSQL_WAIT);
+	mysql_end(r.ms, "dmtls (route mysql): handshake timeout");
 	assert_int_equal(watched_freed, 1);
 	assert_false(secret_left);
+	/* The client heard why, in an ERR packet. */
+	n = get(r.client, &seq, buf, sizeof(buf));
+	assert_true(n > 9);
+	assert_int_equal(buf[0], 0xff);
 	rig_done(&r);
 }
 

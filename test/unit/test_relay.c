@@ -13,7 +13,9 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "../../proxy/conn.h"
+#include "../../proxy/bufpool.h"
+#include "../../proxy/endpoint.h"
+#include "../../proxy/relay.h"
 
 #define BIG	(4 * 1024 * 1024)
 
@@ -41,7 +43,8 @@ static void
 test_pump_yields_after_its_budget(void **state)
 {
 	static uint8_t junk[65536];
-	struct conn c;
+	struct endpoint ep[2];
+	struct relay r;
 	int in[2], out[2], i;
 	size_t sent = 0, got = 0, buffered;
 	ssize_t n;
@@ -60,32 +63,25 @@ test_pump_yields_after_its_budget(void **state)
 		sent += (size_t)n;
 	assert_true(sent > 4 * RELAY_BUDGET);
 
-	memset(&c, 0, sizeof(c));
-	c.c_magic = CONN_MAGIC;
-	c.c_ep[0].ep_conn = c.c_ep[1].ep_conn = &c;
-	c.c_ep[0].ep_fd = in[0];	/* the client */
-	c.c_ep[1].ep_fd = out[0];	/* the target */
-	c.c_up.h_src = &c.c_ep[0];
-	c.c_up.h_dst = &c.c_ep[1];
-	c.c_down.h_src = &c.c_ep[1];
-	c.c_down.h_dst = &c.c_ep[0];
+	endpoint_init(&ep[0], in[0]);	/* the client */
+	endpoint_init(&ep[1], out[0]);	/* the target */
+	relay_init(&r, &ep[0], &ep[1]);
 
-	assert_int_equal(relay_pump(&c), 1);	/* more to do */
+	assert_int_equal(relay_pump(&r), RELAY_MORE);	/* more to do */
 	while ((n = recv(out[1], junk, sizeof(junk), 0)) > 0)
 		got += (size_t)n;
-	buffered = c.c_up.h_len - c.c_up.h_off;
+	buffered = r.r_up.h_len - r.r_up.h_off;
 	assert_true(got + buffered >= RELAY_BUDGET);
-	assert_true(got + buffered <= RELAY_BUDGET + RELAY_BUFSZ);
+	assert_true(got + buffered <= RELAY_BUDGET + BUFPOOL_SZ);
 	/* Pumping on moves the rest, a budget at a time. */
 	for (i = 0; i < 256 && got < sent; i++) {
-		(void)relay_pump(&c);
+		(void)relay_pump(&r);
 		while ((n = recv(out[1], junk, sizeof(junk), 0)) > 0)
 			got += (size_t)n;
 	}
 	assert_int_equal(got, sent);
-	relay_buf_put(c.c_up.h_buf);
-	relay_buf_put(c.c_down.h_buf);
-	relay_buf_drain();
+	relay_free(&r);
+	bufpool_drain();
 	for (i = 0; i < 2; i++) {
 		close(in[i]);
 		close(out[i]);

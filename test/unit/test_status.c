@@ -23,7 +23,7 @@
 #include "../../policy/certset.h"
 #include "../../proxy/route.h"
 #include "../../proxy/status.h"
-#include "../../proxy/worker.h"
+#include "../../proxy/daemon.h"
 #include "unitfiles.h"
 
 static struct daemon d;
@@ -49,7 +49,7 @@ route(const char *name, const char *cert)
 	snprintf(buf, sizeof(buf), "%s-key.pem", cert);
 	rc->sec.ssl_key = strdup(uf_path(buf));
 	strlist_add(&rc->sec.allowed_cn, "dm");
-	rt = route_new(&d, rc, err, sizeof(err));
+	rt = route_new(rc, err, sizeof(err));
 	if (rt == NULL)
 		fail_msg("route_new: %s", err);
 	return (rt);
