@@ -102,7 +102,9 @@ log_escape(enum log_format fmt, const char *src, size_t n, char *dst,
 		cp = s[i];
 		if (s[i] >= 0x80 && (len = utf8_char(s + i, n - i, &cp)) == 0) {
 			len = 1;	/* one byte that is not UTF-8 */
-			if (fmt == LOG_FORMAT_JSON)
+			if (fmt == LOG_FORMAT_PROM)
+				out = "\xef\xbf\xbd";	/* U+FFFD */
+			else if (fmt == LOG_FORMAT_JSON)
 				out = "\\ufffd";
 			else {
 				esc[0] = '\\';
@@ -117,6 +119,9 @@ log_escape(enum log_format fmt, const char *src, size_t n, char *dst,
 			esc[2] = '\0';
 		} else if (cp == '\n')
 			out = "\\n";
+		else if (fmt == LOG_FORMAT_PROM && (cp < 0x20 ||
+		    (cp >= 0x7f && cp <= 0x9f)))
+			out = "\xef\xbf\xbd";	/* no escape for these */
 		else if (cp == '\r')
 			out = "\\r";
 		else if (cp == '\t')

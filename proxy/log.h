@@ -25,7 +25,8 @@
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 /* How a value is escaped: inside a logfmt or a JSON double-quoted string. */
-enum log_format { LOG_FORMAT_LOGFMT = 0, LOG_FORMAT_JSON };
+/* Line formats; LOG_FORMAT_PROM is only for log_escape (label values). */
+enum log_format { LOG_FORMAT_LOGFMT = 0, LOG_FORMAT_JSON, LOG_FORMAT_PROM };
 
 #define LOG_LINE_MAX	8192	/* bytes of a line, newline included */
 #define LOG_FIELD_MAX	1024	/* bytes of one value, before escaping */
@@ -59,7 +60,10 @@ void log_msg(enum log_level, const char *event, const char *fmt, ...)
  * or \u00XX; every byte that is not part of a well-formed UTF-8 character
  * (a stray continuation byte, an overlong form, a surrogate, a cut
  * sequence, a code point past U+10FFFF) becomes \ufffd in JSON and \xXX
- * in logfmt.  NUL is a control character like the others.  Writes at most
+ * in logfmt.  NUL is a control character like the others.  For a
+ * Prometheus label value (LOG_FORMAT_PROM) only '"', '\' and a newline
+ * have escapes; other control characters and bytes that are not UTF-8
+ * become U+FFFD.  Writes at most
  * size bytes to dst, no NUL terminator, stopping before the first
  * character whose escape does not fit whole.  Sets *used to the bytes
  * written and returns the bytes of src consumed (n when all of it fit).

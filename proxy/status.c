@@ -129,6 +129,9 @@ health(struct status *st, char *buf, size_t len)
 #define OFF(f)	offsetof(struct route_stats, f)
 #define LD(x)	((unsigned long long)atomic_load(&(x)))
 
+/* A label value's room: a route name or a path, escaped. */
+#define LABEL_MAX	(3 * 1024)
+
 /* The per-route counters of struct route_stats, in /metrics order. */
 static const struct family {
 	const char	*f_name;
@@ -158,6 +161,17 @@ static const struct family {
 	    { OFF(rs_bytes_in), OFF(rs_bytes_out) } },
 };
 
+/* s as the inside of a Prometheus label value, in buf (cut if need be). */
+static const char *
+label(const char *s, char *buf, size_t len)
+{
+	size_t used;
+
+	(void)log_escape(LOG_FORMAT_PROM, s, strlen(s), buf, len - 1, &used);
+	buf[used] = '\0';
+	return (buf);
+}
+
 /* One sample of family f for route stats rs: its k-th counter. */
 static void
 family_sample(struct evbuffer *b, const struct family *f, int k,
@@ -183,6 +197,7 @@ metrics_certs(const struct routeset *set, struct evbuffer *b)
 {
 	struct route_rt *rt;
 	struct certset *cs;
+	char name[LABEL_MAX], file[LABEL_MAX];
 	uint64_t ok, err;
 	size_t i;
 
@@ -192,12 +207,11 @@ metrics_certs(const struct routeset *set, struct evbuffer *b)
 	for (i = 0; i < set->rs_n; i++) {
 		rt = set->rs_v[i];
 		certsrc_stats(rt->rt_certs, &ok, &err);
+		label(rt->rt_conf->name, name, sizeof(name));
 		evbuffer_add_printf(b, "dmtls_cert_reloads_total{route=\"%s\","
-		    "result=\"ok\"} %llu\n", rt->rt_conf->name,
-		    (unsigned long long)ok);
+		    "result=\"ok\"} %llu\n", name, (unsigned long long)ok);
 		evbuffer_add_printf(b, "dmtls_cert_reloads_total{route=\"%s\","
-		    "result=\"error\"} %llu\n", rt->rt_conf->name,
-		    (unsigned long long)err);
+		    "result=\"error\"} %llu\n", name, (unsigned long long)err);
 	}
 	M_HEAD(b, "dmtls_cert_not_after_seconds", "gauge",
 	    "Not-after of the certificate in use, as a Unix time.");
@@ -207,8 +221,9 @@ metrics_certs(const struct routeset *set, struct evbuffer *b)
 		if (certset_not_after(cs) != 0)
 			evbuffer_add_printf(b, "dmtls_cert_not_after_seconds{"
 			    "route=\"%s\",file=\"%s\"} %lld\n",
-			    rt->rt_conf->name, rt->rt_conf->sec.ssl_cert,
-			    (long long)certset_not_after(cs));
+			    label(rt->rt_conf->name, name, sizeof(name)),
+			    label(rt->rt_conf->sec.ssl_cert, file,
+			    sizeof(file)), (long long)certset_not_after(cs));
 		certset_release(cs);
 	}
 }
@@ -219,6 +234,7 @@ metrics_durations(const struct routeset *set, struct evbuffer *b)
 {
 	const struct route_stats *rs;
 	const char *name;
+	char nbuf[LABEL_MAX];
 	unsigned long long cum;
 	size_t i;
 	int k;
@@ -227,7 +243,7 @@ metrics_durations(const struct routeset *set, struct evbuffer *b)
 	    "How long connections lasted.");
 	for (i = 0; i < set->rs_n; i++) {
 		rs = set->rs_v[i]->rt_stats;
-		name = set->rs_v[i]->rt_conf->name;
+		name = label(set->rs_v[i]->rt_conf->name, nbuf, sizeof(nbuf));
 		cum = 0;
 		for (k = 0; k < DUR_BUCKETS; k++) {
 			cum += LD(rs->rs_dur[k]);
@@ -252,6 +268,7 @@ metrics(struct status *st, struct evbuffer *b)
 {
 	const struct routeset *set = &st->st_d->d_routes;
 	const struct family *f;
+	char name[LABEL_MAX];
 	size_t i;
 	int k;
 
@@ -261,9 +278,9 @@ metrics(struct status *st, struct evbuffer *b)
 		for (i = 0; i < set->rs_n; i++)
 			for (k = 0; k == 0 || (f->f_label != NULL &&
 			    k < 4 && f->f_val[k] != NULL); k++)
-				family_sample(b, f, k,
-				    set->rs_v[i]->rt_conf->name,
-				    set->rs_v[i]->rt_stats);
+				family_sample(b, f, k, label(
+				    set->rs_v[i]->rt_conf->name, name,
+				    sizeof(name)), set->rs_v[i]->rt_stats);
 	}
 	metrics_certs(set, b);
 	metrics_durations(set, b);

@@ -579,10 +579,6 @@ def test_log_format_json(dmtls_bin, pki, procs, port):
             "server", "dm", 5, 5), rec
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: status.c prints route names and ssl-cert "
-                   "paths into /metrics label values unescaped, so a name holding a quote "
-                   "or a backslash breaks the Prometheus text format (DESIGN 7: /metrics "
-                   "passes promtool check metrics)")
 def test_metrics_label_values_escaped(dmtls_bin, pki, procs, tmp_path):
     """A route named q"b\\c (a config file allows it) still gives a
     /metrics page whose every sample line is valid, with the name escaped

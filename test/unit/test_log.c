@@ -801,6 +801,25 @@ test_filtered_level_writes_nothing(void **state)
 	assert_int_equal(log_setup(NULL, "xml"), -1);
 }
 
+/* A Prometheus label value: only quote, backslash and newline have
+ * escapes; what has none (other controls, bytes that are not UTF-8)
+ * becomes U+FFFD, and well-formed UTF-8 stays. */
+static void
+test_escape_prometheus_label(void **state)
+{
+	const char in[] = "q\"b\\c\nd\te\xff\xc3\xa9";
+	char out[64];
+	size_t used, took;
+
+	(void)state;
+	took = log_escape(LOG_FORMAT_PROM, in, sizeof(in) - 1, out,
+	    sizeof(out), &used);
+	assert_int_equal(took, sizeof(in) - 1);
+	out[used] = '\0';
+	assert_string_equal(out, "q\\\"b\\\\c\\nd\xef\xbf\xbd" "e"
+	    "\xef\xbf\xbd\xc3\xa9");
+}
+
 int
 main(void)
 {
@@ -817,6 +836,7 @@ main(void)
 		cmocka_unit_test(test_line_full_of_hostile_fields),
 		cmocka_unit_test(test_log_msg_long_message),
 		cmocka_unit_test(test_filtered_level_writes_nothing),
+		cmocka_unit_test(test_escape_prometheus_label),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));
