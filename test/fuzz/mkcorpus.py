@@ -196,6 +196,9 @@ def seeds_config():
     put("config", "split.bin", main + SEP + dropin + SEP + b"routes = ();\n")
     put("config", "empty-confd.bin", main + SEP)
     put("config", "confd-bad-key.bin", main + SEP + b'workers = 3;\n')
+    # Found by fuzz_config: libconfig 1.5 leaks the string token before a
+    # syntax error (lsan.supp).
+    put("config", "finding-libconfig-scanner-leak.conf", b' "nan";\nroutes = ();\n')
     # /work/shared/reference/fuzz-findings/duration-nan.conf
     put("config", "finding-duration-nan.conf",
         b'shutdown-timeout = "nan";\nroutes = ();\n')
