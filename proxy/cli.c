@@ -54,6 +54,8 @@ static const struct option opts[] = {
 
 static const char *cmd;		/* "dmtls server", for messages */
 
+#define PARSE_HELP	(-1)	/* parse(): --help printed, exit 0 */
+
 static int
 usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -184,8 +186,8 @@ duration_flag(int ch, const char *v, struct route_conf *rc,
 /*
  * Parse argv into rc and g.  Each flag sets one field (strings and
  * durations through str_flag and duration_flag), checking its value;
- * whether the flags fit together is validate()'s job.  0, or an exit
- * status.
+ * whether the flags fit together is validate()'s job.  0, an exit
+ * status, or PARSE_HELP after printing --help (the caller frees and exits 0).
  */
 static int
 parse(int argc, char **argv, struct route_conf *rc, struct global_conf *g)
@@ -247,7 +249,7 @@ parse(int argc, char **argv, struct route_conf *rc, struct global_conf *g)
 			break;
 		case O_HELP:
 			usage(stdout, route_kind_name(rc->kind));
-			exit(0);
+			return (PARSE_HELP);
 		case ':':
 			return (usage_error("%s needs a value",
 			    argv[optind - 1]));
@@ -404,6 +406,8 @@ cli_route(int argc, char **argv, int check)
 	    (rv = validate(rc)) != 0) {
 		route_conf_free(rc);
 		free(rc);
+		if (rv == PARSE_HELP)
+			rv = 0;
 		goto out;
 	}
 	if (check) {
