@@ -22,7 +22,6 @@
 #include <getopt.h>
 #include <grp.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,21 +84,8 @@ struct out {
 
 static char cmd[32] = "dmtls certs";
 
-static int
-fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int
-fail(int status, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: ", cmd);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return (status);
-}
+/* "dmtls certs init: message" on stderr; returns status. */
+#define fail(status, ...)	cmd_error(cmd, (status), __VA_ARGS__)
 
 static void
 usage(FILE *f)

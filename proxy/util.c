@@ -1,7 +1,9 @@
 /*
- * util.c: small parsers and clocks.
+ * util.c: small parsers, clocks and the error line of a command.
  */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -82,6 +84,19 @@ parse_long(const char *s, long min, long max, long *v)
 		return (-1);
 	*v = n;
 	return (0);
+}
+
+int
+cmd_error(const char *cmd, int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return (status);
 }
 
 int64_t

@@ -1,5 +1,5 @@
 /*
- * util.h: small parsers and clocks.
+ * util.h: small parsers, clocks and the error line of a command.
  */
 #ifndef DMTLS_UTIL_H
 #define DMTLS_UTIL_H
@@ -24,6 +24,14 @@ int parse_duration(const char *, long *);
 
 /* parse_long(s, min, max, v): a decimal integer within [min, max]; 0 or -1. */
 int parse_long(const char *, long, long, long *);
+
+/*
+ * cmd_error(cmd, status, fmt, ...): print "CMD: message" and a newline to
+ * stderr, the one-line error of a command ("dmtls probe: ..."); returns
+ * status, for `return (cmd_error(...));`.
+ */
+int cmd_error(const char *, int, const char *, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* now_ms(): CLOCK_MONOTONIC in milliseconds. */
 int64_t now_ms(void);
