@@ -19,41 +19,43 @@ static const uint8_t oid_cn[] = { 0x55, 0x04, 0x03 };
 static const uint8_t oid_ou[] = { 0x55, 0x04, 0x0b };
 
 /*
- * Keep the name s[0..n) in pn.  bytes: it is a string of bytes (not a
- * BMPString or UniversalString, whose bytes are not its characters).
+ * Keep the name s[0..n) in dst, which has room for max bytes and a NUL;
+ * bytes: it is a string of bytes (not a BMPString or UniversalString, whose
+ * bytes are not its characters).  Returns NULL when dst holds the whole
+ * name, else why it is not compared (dst then a cut form for logs, a NUL
+ * shown as \0).
  */
-static void
-keep_name(struct peer_name *pn, int bytes, const uint8_t *s, size_t n)
+static const char *
+keep_name(char *dst, size_t max, int bytes, const uint8_t *s, size_t n)
 {
+	const char *bad;
 	size_t i, o = 0;
 
-	pn->pn_len = n;
 	if (n == 0)
-		pn->pn_bad = "empty";
-	else if (n > PEER_NAME_MAX)
-		pn->pn_bad = "longer than 255 bytes";
+		bad = "empty";
+	else if (n > max)
+		bad = max == PEER_URI_MAX ? "longer than 2048 bytes" :
+		    "longer than 255 bytes";
 	else if (!bytes)
-		pn->pn_bad = "not a byte string";
+		bad = "not a byte string";
 	else if (memchr(s, '\0', n) != NULL)
-		pn->pn_bad = "holds a NUL byte";
-	else
-		pn->pn_bad = NULL;
-	if (pn->pn_bad == NULL) {
-		memcpy(pn->pn_s, s, n);
-		pn->pn_s[n] = '\0';
-		return;
+		bad = "holds a NUL byte";
+	else {
+		memcpy(dst, s, n);
+		dst[n] = '\0';
+		return (NULL);
 	}
-	/* For logs only: cut to fit, a NUL shown as \0. */
 	for (i = 0; i < n; i++) {
-		if (s[i] != '\0' && o + 1 < sizeof(pn->pn_s))
-			pn->pn_s[o++] = (char)s[i];
-		else if (s[i] == '\0' && o + 2 < sizeof(pn->pn_s)) {
-			pn->pn_s[o++] = '\\';
-			pn->pn_s[o++] = '0';
+		if (s[i] != '\0' && o < max)
+			dst[o++] = (char)s[i];
+		else if (s[i] == '\0' && o + 1 < max) {
+			dst[o++] = '\\';
+			dst[o++] = '0';
 		} else
 			break;
 	}
-	pn->pn_s[o] = '\0';
+	dst[o] = '\0';
+	return (bad);
 }
 
 /* Count one more name of a kind; keep it when there is room. */
@@ -61,8 +63,22 @@ static void
 add_name(struct peer_name *v, size_t *n, int bytes, const uint8_t *s,
     size_t len)
 {
-	if (*n < PEER_MAX_NAMES)
-		keep_name(&v[*n], bytes, s, len);
+	if (*n < PEER_MAX_NAMES) {
+		v[*n].pn_len = len;
+		v[*n].pn_bad = keep_name(v[*n].pn_s, PEER_NAME_MAX, bytes, s,
+		    len);
+	}
+	(*n)++;
+}
+
+/* add_name() for a URI SAN. */
+static void
+add_uri(struct peer_uri *v, size_t *n, const uint8_t *s, size_t len)
+{
+	if (*n < PEER_MAX_NAMES) {
+		v[*n].pn_len = len;
+		v[*n].pn_bad = keep_name(v[*n].pn_s, PEER_URI_MAX, 1, s, len);
+	}
 	(*n)++;
 }
 
@@ -107,7 +123,7 @@ peer_id_from_der(const uint8_t *der, size_t len, struct peer_id *id)
 			    (const uint8_t *)e->name, (size_t)e->len);
 			break;
 		case ASN_URI_TYPE:
-			add_name(id->pi_uri, &id->pi_nuri, 1,
+			add_uri(id->pi_uri, &id->pi_nuri,
 			    (const uint8_t *)e->name, (size_t)e->len);
 			break;
 		case ASN_IP_TYPE:

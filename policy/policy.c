@@ -17,12 +17,15 @@ policy_empty(const struct policy_rules *r)
 }
 
 const char *
-policy_rule_error(const char *rule)
+policy_rule_error(enum policy_kind kind, const char *rule)
 {
 	if (rule[0] == '\0')
 		return ("an empty string is not a rule (no name is empty); "
 		    "remove it");
-	if (strlen(rule) > PEER_NAME_MAX)
+	if (kind == POLICY_URI && strlen(rule) > PEER_URI_MAX)
+		return ("longer than 2048 bytes: dmtls compares URIs of up to "
+		    "2048 bytes, so this rule could never match");
+	if (kind != POLICY_URI && strlen(rule) > PEER_NAME_MAX)
 		return ("longer than 255 bytes: dmtls compares names of up to "
 		    "255 bytes, so this rule could never match");
 	return (NULL);
@@ -52,6 +55,19 @@ any_in(const struct policy_list *rules, const struct peer_name *v, size_t n)
 	return (0);
 }
 
+/* any_in() for URIs, which have a room of their own. */
+static int
+any_uri_in(const struct policy_list *rules, const struct peer_uri *v,
+    size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < PEER_KEPT(n); i++)
+		if (v[i].pn_bad == NULL && list_has(rules, v[i].pn_s))
+			return (1);
+	return (0);
+}
+
 int
 policy_allows(const struct policy_rules *r, const struct peer_id *id)
 {
@@ -61,7 +77,7 @@ policy_allows(const struct policy_rules *r, const struct peer_id *id)
 	if (id->pi_ncn == 1 && any_in(&r->pr_cn, id->pi_cn, 1))
 		return (1);
 	return (any_in(&r->pr_dns, id->pi_dns, id->pi_ndns) ||
-	    any_in(&r->pr_uri, id->pi_uri, id->pi_nuri) ||
+	    any_uri_in(&r->pr_uri, id->pi_uri, id->pi_nuri) ||
 	    any_in(&r->pr_ou, id->pi_ou, id->pi_nou));
 }
 

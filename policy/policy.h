@@ -9,7 +9,8 @@
 #include <stdint.h>
 
 
-#define PEER_NAME_MAX	255	/* longest name compared; longer never match */
+#define PEER_NAME_MAX	255	/* longest CN, OU or DNS name compared */
+#define PEER_URI_MAX	2048	/* longest URI compared: a SPIFFE ID's bound */
 #define PEER_MAX_NAMES	16	/* names of one kind kept and compared */
 
 /* One kind of identity rule: n names (cert-allowed-cn, -dns, -uri, -ou). */
@@ -29,6 +30,14 @@ struct policy_rules {
 	struct policy_list	pr_ou;
 };
 
+/* The kinds of rule, for policy_rule_error(). */
+enum policy_kind {
+	POLICY_CN = 0,
+	POLICY_DNS,
+	POLICY_URI,
+	POLICY_OU
+};
+
 /* How many of n names of one kind a peer_id holds. */
 #define PEER_KEPT(n)	((n) < PEER_MAX_NAMES ? (n) : PEER_MAX_NAMES)
 
@@ -45,6 +54,13 @@ struct peer_name {
 	const char *pn_bad;
 };
 
+/* A URI SAN: a peer_name with room for PEER_URI_MAX bytes. */
+struct peer_uri {
+	char	pn_s[PEER_URI_MAX + 1];
+	size_t	pn_len;
+	const char *pn_bad;	/* as for a peer_name, bound PEER_URI_MAX */
+};
+
 /*
  * What a leaf certificate says about its holder.  The counts are of the
  * names in the certificate; the first PEER_KEPT(count) are held.
@@ -56,7 +72,7 @@ struct peer_id {
 	size_t		 pi_nou;
 	struct peer_name pi_dns[PEER_MAX_NAMES];
 	size_t		 pi_ndns;
-	struct peer_name pi_uri[PEER_MAX_NAMES];
+	struct peer_uri	 pi_uri[PEER_MAX_NAMES];
 	size_t		 pi_nuri;
 	char		 pi_ip[PEER_MAX_NAMES][48];
 	size_t		 pi_nip;
@@ -73,11 +89,13 @@ int peer_id_from_der(const uint8_t *, size_t, struct peer_id *);
 int policy_empty(const struct policy_rules *);
 
 /*
- * policy_rule_error(rule): NULL when rule can be a cert-allowed-* rule, else
- * why not, for a message that names the key: "" is not a rule, and one
- * longer than PEER_NAME_MAX could never match.
+ * policy_rule_error(kind, rule): NULL when rule can be a rule of that kind
+ * (cert-allowed-cn, -dns, -uri, -ou), else why not, for a message that
+ * names the key: "" is not a rule, and one longer than the names of its
+ * kind that are compared (PEER_NAME_MAX, PEER_URI_MAX for URIs) could
+ * never match.
  */
-const char *policy_rule_error(const char *);
+const char *policy_rule_error(enum policy_kind, const char *);
 
 /*
  * policy_allows(rules, id): 1 when any configured rule matches id, or when no

@@ -3,7 +3,6 @@
  * (`-ssl-ca`), as DM's Go flags do.
  */
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +21,7 @@
 
 enum {
 	O_LISTEN = 256, O_TARGET, O_CA, O_CERT, O_KEY, O_ALLOWED_CN,
+	O_ALLOWED_DNS, O_ALLOWED_URI, O_ALLOWED_OU,
 	O_SERVER_NAME, O_ALPN, O_STATUS, O_WORKERS, O_MAX_CONNS,
 	O_CONNECT_TO, O_HANDSHAKE_TO, O_IDLE_TO, O_CLOSE_TO, O_SHUTDOWN_TO,
 	O_LOG_LEVEL, O_LOG_FORMAT, O_NAME, O_NO_REREAD, O_HELP
@@ -34,6 +34,9 @@ static const struct option opts[] = {
 	{ "ssl-cert",		required_argument, NULL, O_CERT },
 	{ "ssl-key",		required_argument, NULL, O_KEY },
 	{ "cert-allowed-cn",	required_argument, NULL, O_ALLOWED_CN },
+	{ "cert-allowed-dns",	required_argument, NULL, O_ALLOWED_DNS },
+	{ "cert-allowed-uri",	required_argument, NULL, O_ALLOWED_URI },
+	{ "cert-allowed-ou",	required_argument, NULL, O_ALLOWED_OU },
 	{ "server-name",	required_argument, NULL, O_SERVER_NAME },
 	{ "alpn",		required_argument, NULL, O_ALPN },
 	{ "status",		required_argument, NULL, O_STATUS },
@@ -56,30 +59,22 @@ static const char *cmd;		/* "dmtls server", for messages */
 
 #define PARSE_HELP	(-1)	/* parse(): --help printed, exit 0 */
 
-static int
-usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int
-usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: ", cmd);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return (EXIT_USAGE);
-}
+/* "dmtls server: message" on stderr; returns EXIT_USAGE. */
+#define usage_error(...)	cmd_error(cmd, EXIT_USAGE, __VA_ARGS__)
 
 static void
 usage(FILE *f, const char *kind)
 {
 	fprintf(f, "usage: dmtls %s --listen ADDR --target ADDR --ssl-ca FILE "
-	    "%s[--cert-allowed-cn CN]...%s [OPTIONS]\n", kind,
+	    "%s[--cert-allowed-cn CN]... [--cert-allowed-dns NAME]... "
+	    "[--cert-allowed-uri URI]... [--cert-allowed-ou OU]...%s "
+	    "[OPTIONS]\n", kind,
 	    strcmp(kind, "mysql") == 0 ? "[--ssl-cert FILE --ssl-key FILE] " :
 	    "--ssl-cert FILE --ssl-key FILE ",
 	    strcmp(kind, "server") == 0 ? "" : " [--server-name NAME]");
+	fprintf(f, "a peer is accepted when any rule matches its leaf: the CN, "
+	    "a DNS or URI SAN, or any OU, compared whole and exactly; each "
+	    "rule flag repeats or takes a comma list\n");
 	fprintf(f, "options: %s--status ADDR --workers N --max-conns N ",
 	    strcmp(kind, "mysql") == 0 ? "" : "--alpn LIST ");
 	fprintf(f, "--connect-timeout D --handshake-timeout D --idle-timeout D "
@@ -102,35 +97,6 @@ set_duration(const char *flag, const char *v, int positive, long *ms)
 		    "would expire at once); write it like 10s", flag, v));
 	*ms = n;
 	return (0);
-}
-
-/*
- * Add the comma-separated identity rules of v to sl.  Every item must be a
- * valid rule: "a,,b" is an error, not "a,b", and "" is not "no rule".
- */
-static int
-add_rules(const char *flag, const char *v, struct strlist *sl)
-{
-	const char *p = v, *comma, *why;
-	char item[512];
-	size_t n;
-
-	for (;;) {
-		comma = strchr(p, ',');
-		n = comma != NULL ? (size_t)(comma - p) : strlen(p);
-		if (n >= sizeof(item))
-			n = sizeof(item) - 1;	/* too long either way */
-		memcpy(item, p, n);
-		item[n] = '\0';
-		if ((why = policy_rule_error(item)) != NULL)
-			return (usage_error("--%s \"%.64s%s\": %s", flag, v,
-			    strlen(v) > 64 ? "..." : "", why));
-		if (strlist_add(sl, item) == -1)
-			return (usage_error("out of memory"));
-		if (comma == NULL)
-			return (0);
-		p = comma + 1;
-	}
 }
 
 /* The string a flag sets (a later one replaces it), or NULL. */
@@ -192,7 +158,7 @@ duration_flag(int ch, const char *v, struct route_conf *rc,
 static int
 parse(int argc, char **argv, struct route_conf *rc, struct global_conf *g)
 {
-	char **sp;
+	char **sp, err[256];
 	long v;
 	int ch, rv, alpn_set = 0;
 
@@ -210,9 +176,24 @@ parse(int argc, char **argv, struct route_conf *rc, struct global_conf *g)
 			return (rv);
 		switch (ch) {
 		case O_ALLOWED_CN:
-			if ((rv = add_rules("cert-allowed-cn", optarg,
-			    &rc->sec.allowed_cn)) != 0)
-				return (rv);
+			if (config_add_rules(POLICY_CN, optarg,
+			    &rc->sec.allowed_cn, err, sizeof(err)) == -1)
+				return (usage_error("%s", err));
+			break;
+		case O_ALLOWED_DNS:
+			if (config_add_rules(POLICY_DNS, optarg,
+			    &rc->sec.allowed_dns, err, sizeof(err)) == -1)
+				return (usage_error("%s", err));
+			break;
+		case O_ALLOWED_URI:
+			if (config_add_rules(POLICY_URI, optarg,
+			    &rc->sec.allowed_uri, err, sizeof(err)) == -1)
+				return (usage_error("%s", err));
+			break;
+		case O_ALLOWED_OU:
+			if (config_add_rules(POLICY_OU, optarg,
+			    &rc->sec.allowed_ou, err, sizeof(err)) == -1)
+				return (usage_error("%s", err));
 			break;
 		case O_ALPN:
 			if (!alpn_set)

@@ -148,14 +148,24 @@ get_string(struct loadctx *lc, const config_setting_t *g, const char *key,
 	return (0);
 }
 
-/* An identity rule (rules != 0) must be one policy_rule_error() takes. */
+#define NOT_RULES	(-1)	/* get_strlist() of a list that holds no rules */
+
+/* The key of each kind of identity rule, by enum policy_kind. */
+static const char *rule_keys[] = {
+	"cert-allowed-cn", "cert-allowed-dns", "cert-allowed-uri",
+	"cert-allowed-ou"
+};
+
+/* An identity rule (kind not NOT_RULES) must be one policy_rule_error()
+ * takes. */
 static int
 add_item(struct loadctx *lc, const config_setting_t *e, const char *key,
-    int rules, struct strlist *out)
+    int kind, struct strlist *out)
 {
 	const char *v = config_setting_get_string(e), *why;
 
-	if (rules && (why = policy_rule_error(v)) != NULL)
+	if (kind != NOT_RULES &&
+	    (why = policy_rule_error((enum policy_kind)kind, v)) != NULL)
 		return (errat(lc, e, "%s: %s", key, why));
 	if (strlist_add(out, v) == -1)
 		return (errat(lc, e, "out of memory"));
@@ -164,7 +174,7 @@ add_item(struct loadctx *lc, const config_setting_t *e, const char *key,
 
 static int
 get_strlist(struct loadctx *lc, const config_setting_t *g, const char *key,
-    int rules, struct strlist *out, int *present)
+    int kind, struct strlist *out, int *present)
 {
 	const config_setting_t *s = config_setting_get_member(g, key), *e;
 	int i;
@@ -175,7 +185,7 @@ get_strlist(struct loadctx *lc, const config_setting_t *g, const char *key,
 		return (0);
 	if (config_setting_type(s) == CONFIG_TYPE_STRING) {
 		strlist_free(out);
-		return (add_item(lc, s, key, rules, out));
+		return (add_item(lc, s, key, kind, out));
 	}
 	if (config_setting_type(s) != CONFIG_TYPE_ARRAY &&
 	    config_setting_type(s) != CONFIG_TYPE_LIST)
@@ -187,7 +197,7 @@ get_strlist(struct loadctx *lc, const config_setting_t *g, const char *key,
 		if (config_setting_type(e) != CONFIG_TYPE_STRING)
 			return (errat(lc, e, "%s must be a list of strings",
 			    key));
-		if (add_item(lc, e, key, rules, out) == -1)
+		if (add_item(lc, e, key, kind, out) == -1)
 			return (-1);
 	}
 	return (0);
@@ -289,14 +299,14 @@ load_security(struct loadctx *lc, const config_setting_t *g,
 	    get_string(lc, g, "ssl-cert", &sec->ssl_cert) == -1 ||
 	    get_string(lc, g, "ssl-key", &sec->ssl_key) == -1 ||
 	    get_string(lc, g, "server-name", &sec->server_name) == -1 ||
-	    get_strlist(lc, g, "cert-allowed-cn", 1, &sec->allowed_cn,
-	    NULL) == -1 ||
-	    get_strlist(lc, g, "cert-allowed-dns", 1, &sec->allowed_dns,
-	    NULL) == -1 ||
-	    get_strlist(lc, g, "cert-allowed-uri", 1, &sec->allowed_uri,
-	    NULL) == -1 ||
-	    get_strlist(lc, g, "cert-allowed-ou", 1, &sec->allowed_ou,
-	    NULL) == -1 ||
+	    get_strlist(lc, g, rule_keys[POLICY_CN], POLICY_CN,
+	    &sec->allowed_cn, NULL) == -1 ||
+	    get_strlist(lc, g, rule_keys[POLICY_DNS], POLICY_DNS,
+	    &sec->allowed_dns, NULL) == -1 ||
+	    get_strlist(lc, g, rule_keys[POLICY_URI], POLICY_URI,
+	    &sec->allowed_uri, NULL) == -1 ||
+	    get_strlist(lc, g, rule_keys[POLICY_OU], POLICY_OU,
+	    &sec->allowed_ou, NULL) == -1 ||
 	    get_bool(lc, g, "verify-client", &sec->verify_client) == -1)
 		return (-1);
 	/* An empty string clears an inherited file (a mysql route that
@@ -420,7 +430,7 @@ load_route(struct loadctx *lc, const config_setting_t *g,
 	if (get_string(lc, g, "name", &rc->name) == -1 ||
 	    get_string(lc, g, "listen", &rc->listen) == -1 ||
 	    get_string(lc, g, "target", &rc->target) == -1 ||
-	    get_strlist(lc, g, "alpn", 0, &rc->alpn, &alpn_present) == -1 ||
+	    get_strlist(lc, g, "alpn", NOT_RULES, &rc->alpn, &alpn_present) == -1 ||
 	    get_long(lc, g, "max-conns", 0, 1000000, &rc->max_conns) == -1 ||
 	    get_duration(lc, g, "connect-timeout", 1,
 	    &rc->connect_timeout_ms) == -1 ||
@@ -648,4 +658,38 @@ config_free(struct config *cf)
 	free(cf->cf_g.log_level);
 	free(cf->cf_g.log_format);
 	memset(cf, 0, sizeof(*cf));
+}
+
+int
+config_add_rules(enum policy_kind kind, const char *v, struct strlist *sl,
+    char *err, size_t errlen)
+{
+	const char *p = v, *comma, *why;
+	char *item;
+	size_t n;
+
+	for (;;) {
+		comma = strchr(p, ',');
+		n = comma != NULL ? (size_t)(comma - p) : strlen(p);
+		if ((item = strndup(p, n)) == NULL)
+			goto nomem;
+		if ((why = policy_rule_error(kind, item)) != NULL) {
+			snprintf(err, errlen, "--%s \"%.64s%s\": %s",
+			    rule_keys[kind], v, strlen(v) > 64 ? "..." : "",
+			    why);
+			free(item);
+			return (-1);
+		}
+		if (strlist_add(sl, item) == -1) {
+			free(item);
+			goto nomem;
+		}
+		free(item);
+		if (comma == NULL)
+			return (0);
+		p = comma + 1;
+	}
+nomem:
+	snprintf(err, errlen, "--%s: out of memory", rule_keys[kind]);
+	return (-1);
 }

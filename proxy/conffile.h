@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 
+#include "../policy/policy.h"
 #include "conf.h"
 
 #define CONFIG_DEFAULT_PATH	"/etc/dmtls/dmtls.conf"
@@ -25,5 +26,15 @@ int config_load(const char *, struct config *, char *, size_t);
 
 /* config_free(cf): free what config_load filled in. */
 void config_free(struct config *);
+
+/*
+ * config_add_rules(kind, v, sl, err, errlen): append the comma-separated
+ * identity rules of v, the value of a --cert-allowed-* flag of that kind,
+ * to sl.  Every item must be a rule (policy_rule_error): "a,,b", ",a" and
+ * "" are errors, not "a,b" or no rule.  Returns 0, or -1 with a message
+ * naming the flag in err.  The command line's twin of the config keys.
+ */
+int config_add_rules(enum policy_kind, const char *, struct strlist *,
+    char *, size_t);
 
 #endif

@@ -44,6 +44,7 @@
 #include "../policy/policy.h"
 #include "addr.h"
 #include "conf.h"
+#include "conffile.h"
 #include "mysqlproto.h"
 #include "route.h"
 #include "probe.h"
@@ -89,21 +90,8 @@ struct probe {
 	char		 p_failed[256];	/* names of the rules that failed */
 };
 
-static int
-usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int
-usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "dmtls probe: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return (EXIT_USAGE);
-}
+/* "dmtls probe: message" on stderr; returns EXIT_USAGE. */
+#define usage_error(...)	cmd_error("dmtls probe", EXIT_USAGE, __VA_ARGS__)
 
 static void
 usage(FILE *f)
@@ -801,31 +789,6 @@ static const struct option opts[] = {
 	{ NULL, 0, NULL, 0 }
 };
 
-/* The comma-separated rules of v into sl; 0 or an exit status. */
-static int
-add_rules(const char *flag, const char *v, struct strlist *sl)
-{
-	const char *p = v, *comma, *why;
-	char item[512];
-	size_t n;
-
-	for (;;) {
-		comma = strchr(p, ',');
-		n = comma != NULL ? (size_t)(comma - p) : strlen(p);
-		if (n >= sizeof(item))
-			n = sizeof(item) - 1;
-		memcpy(item, p, n);
-		item[n] = '\0';
-		if ((why = policy_rule_error(item)) != NULL)
-			return (usage_error("--%s \"%.64s\": %s", flag, v, why));
-		if (strlist_add(sl, item) == -1)
-			return (usage_error("out of memory"));
-		if (comma == NULL)
-			return (0);
-		p = comma + 1;
-	}
-}
-
 static int
 set_ms(const char *flag, const char *v, long *ms)
 {
@@ -849,6 +812,7 @@ static int
 parse(int argc, char **argv, struct probe *p)
 {
 	struct security_conf *sec = &p->p_rc.sec;
+	char err[256];
 	int ch, rv = 0, alpn_set = 0;
 
 	optind = 1;
@@ -861,20 +825,24 @@ parse(int argc, char **argv, struct probe *p)
 		case O_SERVER_NAME:
 				set_str(&sec->server_name, optarg); break;
 		case O_ALLOWED_CN:
-			rv = add_rules("cert-allowed-cn", optarg,
-			    &sec->allowed_cn);
+			if (config_add_rules(POLICY_CN, optarg,
+			    &sec->allowed_cn, err, sizeof(err)) == -1)
+				return (usage_error("%s", err));
 			break;
 		case O_ALLOWED_DNS:
-			rv = add_rules("cert-allowed-dns", optarg,
-			    &sec->allowed_dns);
+			if (config_add_rules(POLICY_DNS, optarg,
+			    &sec->allowed_dns, err, sizeof(err)) == -1)
+				return (usage_error("%s", err));
 			break;
 		case O_ALLOWED_URI:
-			rv = add_rules("cert-allowed-uri", optarg,
-			    &sec->allowed_uri);
+			if (config_add_rules(POLICY_URI, optarg,
+			    &sec->allowed_uri, err, sizeof(err)) == -1)
+				return (usage_error("%s", err));
 			break;
 		case O_ALLOWED_OU:
-			rv = add_rules("cert-allowed-ou", optarg,
-			    &sec->allowed_ou);
+			if (config_add_rules(POLICY_OU, optarg,
+			    &sec->allowed_ou, err, sizeof(err)) == -1)
+				return (usage_error("%s", err));
 			break;
 		case O_ALPN:
 			if (!alpn_set)

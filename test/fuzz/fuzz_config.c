@@ -110,13 +110,16 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	return (0);
 }
 
+/* kind: of the identity rules sl holds, or -1 for a list of no rules. */
 static void
-check_list(const struct strlist *sl)
+check_list(const struct strlist *sl, int kind)
 {
 	size_t i;
 
 	for (i = 0; i < sl->sl_n; i++)
-		(void)policy_rule_error(sl->sl_v[i]);
+		fuzz_check(kind < 0 || policy_rule_error(
+		    (enum policy_kind)kind, sl->sl_v[i]) == NULL,
+		    "a rule loaded that is not a rule");
 	fuzz_check(sl->sl_n == 0 || sl->sl_v[sl->sl_n] == NULL,
 	    "a list not NULL-terminated");
 }
@@ -133,11 +136,11 @@ check_route(const struct route_conf *rc)
 	(void)route_kind_name(rc->kind);
 	(void)addr_parse(rc->listen, &a, why, sizeof(why));
 	(void)addr_parse(rc->target, &a, why, sizeof(why));
-	check_list(&rc->alpn);
-	check_list(&rc->sec.allowed_cn);
-	check_list(&rc->sec.allowed_dns);
-	check_list(&rc->sec.allowed_uri);
-	check_list(&rc->sec.allowed_ou);
+	check_list(&rc->alpn, -1);
+	check_list(&rc->sec.allowed_cn, POLICY_CN);
+	check_list(&rc->sec.allowed_dns, POLICY_DNS);
+	check_list(&rc->sec.allowed_uri, POLICY_URI);
+	check_list(&rc->sec.allowed_ou, POLICY_OU);
 	strlist_join(&rc->alpn, ",", buf, sizeof(buf));
 	fuzz_check(rc->connect_timeout_ms > 0 &&
 	    rc->handshake_timeout_ms > 0 && rc->close_timeout_ms > 0 &&

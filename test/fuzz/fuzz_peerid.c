@@ -49,19 +49,32 @@ on_attr(void *arg, const uint8_t *oid, size_t oidlen, int tag,
 	w->w_attrs++;
 }
 
+/* A kept name: NUL-terminated in its room, and whole when compared. */
+#define CHECK_NAME(pn, max) do {					\
+	fuzz_check(memchr((pn).pn_s, 0, sizeof((pn).pn_s)) != NULL,	\
+	    "a name not terminated");					\
+	if ((pn).pn_bad == NULL)					\
+		fuzz_check(strlen((pn).pn_s) == (pn).pn_len &&		\
+		    (pn).pn_len > 0 && (pn).pn_len <= (max),		\
+		    "a name to compare that is not whole");		\
+} while (0)
+
 static void
 check_names(const struct peer_name *v, size_t n)
 {
 	size_t i;
 
-	for (i = 0; i < PEER_KEPT(n); i++) {
-		fuzz_check(memchr(v[i].pn_s, 0, sizeof(v[i].pn_s)) != NULL,
-		    "a name not terminated");
-		if (v[i].pn_bad == NULL)
-			fuzz_check(strlen(v[i].pn_s) == v[i].pn_len &&
-			    v[i].pn_len > 0 && v[i].pn_len <= PEER_NAME_MAX,
-			    "a name to compare that is not whole");
-	}
+	for (i = 0; i < PEER_KEPT(n); i++)
+		CHECK_NAME(v[i], PEER_NAME_MAX);
+}
+
+static void
+check_uris(const struct peer_uri *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < PEER_KEPT(n); i++)
+		CHECK_NAME(v[i], PEER_URI_MAX);
 }
 
 int
@@ -85,7 +98,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_names(id.pi_cn, id.pi_ncn);
 		check_names(id.pi_ou, id.pi_nou);
 		check_names(id.pi_dns, id.pi_ndns);
-		check_names(id.pi_uri, id.pi_nuri);
+		check_uris(id.pi_uri, id.pi_nuri);
 		memset(&rules, 0, sizeof(rules));
 		rules.pr_cn.pl_v = cn;
 		rules.pr_cn.pl_n = 1;

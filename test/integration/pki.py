@@ -128,8 +128,8 @@ class PKI:
 
     def _subject(self, cn, ou):
         parts = []
-        if ou:
-            parts.append("/OU=" + ou)
+        for o in ([ou] if isinstance(ou, str) else ou or ()):
+            parts.append("/OU=" + o)
         if cn:
             parts.append("/CN=" + cn)
         return "".join(parts) or "/O=dmtls test"
@@ -183,7 +183,8 @@ class PKI:
         "URI:spiffe://td/x"), empty for no SAN extension; algo: "ec", "rsa" or
         "ed25519" (default: the PKI's); not_before / not_after: datetimes
         (naive = UTC) or openssl "YYYYMMDDHHMMSSZ" strings, defaulting to
-        1 hour ago / now + days; ou: optional Subject OU.
+        1 hour ago / now + days; ou: optional Subject OU, or a list of
+        OUs (one RDN each, in order, before the CN).
         """
         algo = algo or self.algo
         ku = "digitalSignature, keyEncipherment" if algo == "rsa" else "digitalSignature"

@@ -325,13 +325,31 @@ test_rule_error_empty_and_too_long(void **state)
 	char rule[257];
 
 	(void)state;
-	assert_null(policy_rule_error("dm"));
-	assert_non_null(strstr(policy_rule_error(""), "empty"));
+	assert_null(policy_rule_error(POLICY_CN, "dm"));
+	assert_non_null(strstr(policy_rule_error(POLICY_OU, ""), "empty"));
+	assert_non_null(strstr(policy_rule_error(POLICY_URI, ""), "empty"));
 	memset(rule, 'd', 256);
 	rule[256] = '\0';
-	assert_non_null(strstr(policy_rule_error(rule), "255"));
+	assert_non_null(strstr(policy_rule_error(POLICY_CN, rule), "255"));
+	assert_non_null(strstr(policy_rule_error(POLICY_DNS, rule), "255"));
+	assert_non_null(strstr(policy_rule_error(POLICY_OU, rule), "255"));
 	rule[255] = '\0';
-	assert_null(policy_rule_error(rule));
+	assert_null(policy_rule_error(POLICY_CN, rule));
+}
+
+/* A URI rule may be as long as the URIs compared: 2048 bytes, not 255. */
+static void
+test_uri_rule_bound_is_2048(void **state)
+{
+	char rule[PEER_URI_MAX + 2];
+
+	(void)state;
+	memset(rule, 'u', PEER_URI_MAX + 1);
+	rule[PEER_URI_MAX + 1] = '\0';
+	assert_non_null(strstr(policy_rule_error(POLICY_URI, rule), "2048"));
+	rule[PEER_URI_MAX] = '\0';
+	assert_null(policy_rule_error(POLICY_URI, rule));
+	assert_non_null(policy_rule_error(POLICY_DNS, rule));
 }
 
 static void
@@ -402,6 +420,7 @@ main(void)
 		cmocka_unit_test(test_denial_names_what_kept_cn_out),
 		cmocka_unit_test(test_ous_past_the_kept_ones_not_compared),
 		cmocka_unit_test(test_rule_error_empty_and_too_long),
+		cmocka_unit_test(test_uri_rule_bound_is_2048),
 		cmocka_unit_test(test_subject_walk_bounded),
 	};
 
