@@ -20,13 +20,13 @@ usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: dmtls server --listen ADDR --target ADDR --ssl-ca F "
-	    "--ssl-cert F --ssl-key F [--cert-allowed-cn CN]... [OPTIONS]\n"
+	    "--ssl-cert F --ssl-key F RULES [OPTIONS]\n"
 	    "       dmtls client --listen ADDR --target ADDR --ssl-ca F "
-	    "--ssl-cert F --ssl-key F [--cert-allowed-cn CN]... "
-	    "[--server-name NAME] [OPTIONS]\n"
+	    "--ssl-cert F --ssl-key F RULES [--server-name NAME] "
+	    "[OPTIONS]\n"
 	    "       dmtls mysql --listen ADDR --target ADDR --ssl-ca F "
-	    "[--ssl-cert F --ssl-key F] [--cert-allowed-cn CN]... "
-	    "[--server-name NAME] [OPTIONS]\n"
+	    "[--ssl-cert F --ssl-key F] RULES [--server-name NAME] "
+	    "[OPTIONS]\n"
 	    "       dmtls run [-c FILE]\n"
 	    "       dmtls check [-c FILE]\n"
 	    "       dmtls check server|client|mysql ROUTE-FLAGS\n"
@@ -34,9 +34,10 @@ usage(FILE *f)
 	    "       dmtls certs init|issue DIR ...  (a test PKI; see dmtls "
 	    "certs --help)\n"
 	    "       dmtls probe ADDR [--ssl-ca F] [--ssl-cert F --ssl-key F] "
-	    "[--server-name NAME] [--cert-allowed-cn CN]... [--alpn LIST] "
-	    "[--mysql]\n"
-	    "       dmtls healthcheck [-c FILE | ADDR]\n");
+	    "[--server-name NAME] RULES [--alpn LIST] [--mysql]\n"
+	    "       dmtls healthcheck [-c FILE | ADDR]\n"
+	    "RULES: [--cert-allowed-cn CN]... [--cert-allowed-dns NAME]... "
+	    "[--cert-allowed-uri URI]... [--cert-allowed-ou OU]...\n");
 }
 
 int

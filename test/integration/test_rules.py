@@ -301,8 +301,10 @@ def test_uri_rule_longer_than_2048_is_config_error(dmtls_bin, pki, tmp_path):
 
 
 def test_help_names_every_rule_flag(dmtls_bin):
-    for kind in ("server", "client", "mysql"):
-        r = run([dmtls_bin, kind, "--help"], timeout=RUN_TIMEOUT)
+    """dmtls --help and the --help of each route kind name the four flags."""
+    for argv in (["--help"], ["server", "--help"], ["client", "--help"],
+                 ["mysql", "--help"]):
+        r = run([dmtls_bin, *argv], timeout=RUN_TIMEOUT)
         assert r.returncode == 0, r.stderr
         for flag in ["--cert-allowed-cn"] + RULE_FLAGS:
-            assert flag in r.stdout, (kind, flag, r.stdout)
+            assert flag in r.stdout, (argv, flag, r.stdout)
