@@ -20,8 +20,8 @@ from backends import EchoServer
 from conftest import free_port
 from mysqlfake import FakeClient, FakeMySQLServer
 from pki import PKI
-from routes import (conf_text, final_line, http_get, replace_file, start_route,
-                    start_run)
+from routes import (conf_text, expect_config_error, final_line, http_get, replace_file,
+                    start_route, start_run)
 from tlsclient import tls_refused
 from test_audit_core import goclient  # noqa: F401  (the Go client fixture)
 
@@ -324,3 +324,42 @@ def test_metrics_and_status_fields(dmtls_bin, cpki, procs, tmp_path):
         assert re.fullmatch(r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ", c["this_update"]), c
         assert c["next_update"] == datetime.datetime.fromtimestamp(
             nu, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), c
+
+
+def test_peer_of_a_ca_without_crl_is_refused(dmtls_bin, cpki, procs, tmp_path):
+    """ssl-ca holds two CAs, ssl-crl the CRL of one: a peer of the other is
+    refused (reason crl_missing), as OpenSSL's CRL check does."""
+    cpki.new_ca("ca4", cn="dmtls crl test CA 4")
+    cpki.leaf("of4", "dm", ca="ca4")
+    cas = cpki.bundle("cas-14", "ca", "ca4")
+    crl = gencrl(cpki, str(tmp_path / "ca.crl"))
+    with EchoServer() as echo:
+        port = free_port()
+        d = start_route(procs, dmtls_bin, cpki, "server", port, echo.addr, "--ssl-crl", crl,
+                        ca=cas, allowed="dm", name="dmtls")
+        why, peer = tls_refused(port, cpki, cert="of4", with_peer=True)
+        assert why is not None
+        rec = final_line(d, peer)
+        assert rec["event"] == "denied" and rec["reason"].startswith("crl_missing"), rec
+        assert tls_refused(port, cpki, cert="dm") is None
+
+
+def test_config_ssl_crl_forms(dmtls_bin, cpki, procs, tmp_path):
+    """ssl-crl takes a string or a list; a route's ssl-crl = [] drops the
+    inherited one; "" names no file and is an error with FILE:LINE."""
+    crl = gencrl(cpki, str(tmp_path / "ca.crl"))
+    with EchoServer() as echo:
+        p1, p2 = free_port(), free_port()
+        conf = tmp_path / "dmtls.conf"
+        conf.write_text(conf_text(cpki, [("on", p1, echo.addr, None), ("off", p2, echo.addr, None)],
+                                  extra_route_lines={"off": ["security = { ssl-crl = []; };"]})
+                        .replace('cert-allowed-cn = ["dm"];',
+                                 'cert-allowed-cn = ["dm"];\n  ssl-crl = "%s";' % crl, 1))
+        start_run(procs, dmtls_bin, str(conf))
+        assert tls_refused(p1, cpki, cert="gone") is not None
+        assert tls_refused(p2, cpki, cert="gone") is None
+    bad = tmp_path / "bad.conf"
+    text = conf_text(cpki, [("on", free_port(), "127.0.0.1:9", None)]).replace(
+        'cert-allowed-cn = ["dm"];', 'cert-allowed-cn = ["dm"];\n  ssl-crl = ["%s", ""];' % crl, 1)
+    bad.write_text(text)
+    expect_config_error(dmtls_bin, str(bad), text, "ssl-crl", "ssl-crl", "names no file")
