@@ -569,9 +569,10 @@ certset_build(const struct certsrc *src, struct filebuf *files, int *bad,
 	}
 	for (i = 0; i < cs->cs_ncrl; i++)
 		if (cs->cs_crl[i].ci_expired)
-			say(src, 1, "crl_expired", "route %s: ssl-crl %s: the CRL "
-			    "of %s is past its nextUpdate; the peers of that CA "
-			    "are refused until it is renewed", src->src_p.name,
+			say(src, 1, "crl_expired", "route %s: ssl-crl %s: the "
+			    "CRL of %s is past its nextUpdate; the peers of "
+			    "that CA are refused until it is renewed",
+			    src->src_p.name,
 			    src->src_path[F_CRL + cs->cs_crl[i].ci_file],
 			    cs->cs_crl[i].ci_issuer);
 	for (i = 0; i < F_MAX; i++) {

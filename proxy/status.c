@@ -233,13 +233,14 @@ metrics_certs(const struct routeset *set, struct evbuffer *b)
 	    "nextUpdate of each ssl-crl file (its earliest CRL), as a Unix "
 	    "time.");
 	for (i = 0; i < set->rs_n; i++) {
+		const struct strlist *files;
 		const struct crl_info *ci;
-		const struct strlist *files = &set->rs_v[i]->rt_conf->sec.ssl_crl;
 		time_t next;
 		size_t f;
 		int k, n;
 
 		rt = set->rs_v[i];
+		files = &rt->rt_conf->sec.ssl_crl;
 		cs = certsrc_current(rt->rt_certs);
 		n = certset_crls(cs, &ci);
 		for (f = 0; f < files->sl_n; f++) {

@@ -23,7 +23,6 @@ from pki import PKI
 from routes import (conf_text, expect_config_error, final_line, http_get, replace_file,
                     start_route, start_run)
 from tlsclient import tls_refused
-from test_audit_core import goclient  # noqa: F401  (the Go client fixture)
 
 REVOKED = r"certificate revoked \(serial [0-9A-F]+\)"
 
@@ -123,7 +122,7 @@ def test_revoked_client_refused_on_server_route(dmtls_bin, cpki, procs, tmp_path
         assert 'dmtls_connections_total{route="server",result="denied"} 1' in m, m
 
 
-def test_go_client_sees_revoked_certificate(dmtls_bin, cpki, procs, tmp_path, goclient):  # noqa: F811
+def test_go_client_sees_revoked_certificate(dmtls_bin, cpki, procs, tmp_path, goclient):
     """Go 1.19 (as DM is built) reports the alert as "revoked certificate"."""
     crl = gencrl(cpki, str(tmp_path / "ca.crl"))
     with EchoServer() as echo:
