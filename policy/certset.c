@@ -19,10 +19,14 @@
 #include <wolfssl/wolfcrypt/sha256.h>
 
 #include "certset.h"
+#include "crl.h"
 #include "policy.h"
 
-enum { F_CA = 0, F_CERT, F_KEY, F_COUNT };
-static const char *flag_names[F_COUNT] = { "ssl-ca", "ssl-cert", "ssl-key" };
+/* The files of a set: three, then the ssl-crl files (unset ones NULL). */
+enum { F_CA = 0, F_CERT, F_KEY, F_CRL, F_MAX = F_CRL + CRL_FILES_MAX };
+static const char *flag_names[F_CRL + 1] = { "ssl-ca", "ssl-cert", "ssl-key",
+    "ssl-crl" };
+#define FLAG(i)	flag_names[(i) < F_CRL ? (i) : F_CRL]
 
 /* Bytes read from one file. */
 struct filebuf {
@@ -34,17 +38,19 @@ struct filebuf {
 struct certset {
 	atomic_int	 cs_refs;
 	WOLFSSL_CTX	*cs_ctx;
-	struct filebuf	 cs_files[F_COUNT];	/* bytes the set was built from */
+	struct filebuf	 cs_files[F_MAX];	/* bytes the set was built from */
 	char		 cs_subject[300];
 	time_t		 cs_not_after;
 	char		 cs_digest[65];
 	char		 cs_sans[256];
 	int		 cs_chains;	/* ssl-cert chains to ssl-ca */
+	struct crl_info	 cs_crl[CRL_MAX];	/* the ssl-crl files' CRLs */
+	int		 cs_ncrl;
 };
 
 struct certsrc {
 	struct certsrc_params	 src_p;
-	const char		*src_path[F_COUNT];	/* NULL when not set */
+	const char		*src_path[F_MAX];	/* NULL when not set */
 	pthread_mutex_t		 src_lock;
 	struct certset		*src_cur;		/* under src_lock */
 	uint8_t			 src_bad[WC_SHA256_DIGEST_SIZE];
@@ -58,7 +64,7 @@ struct certsrc {
 	 * second old ("racy" files are read every time), so a change made in
 	 * the same clock tick as the recorded one cannot hide.
 	 */
-	struct stat		 src_st[F_COUNT];
+	struct stat		 src_st[F_MAX];
 	int			 src_st_valid;
 	time_t			 src_last_time;	/* last build attempt */
 	int			 src_last_ok;
@@ -66,7 +72,7 @@ struct certsrc {
 };
 
 /* Per-thread read buffers: no allocation on the per-connection path. */
-static __thread struct filebuf tls_read[F_COUNT];
+static __thread struct filebuf tls_read[F_MAX];
 
 static int
 fb_reserve(struct filebuf *fb, size_t cap)
@@ -325,7 +331,9 @@ digest_files(const struct filebuf *files, uint8_t out[WC_SHA256_DIGEST_SIZE])
 	uint8_t sep = 0;
 
 	wc_InitSha256(&sha);
-	for (i = 0; i < F_COUNT; i++) {
+	for (i = 0; i < F_MAX; i++) {
+		if (i >= F_CRL && files[i].fb_len == 0)
+			continue;	/* no such ssl-crl file */
 		if (files[i].fb_len > 0)
 			wc_Sha256Update(&sha, files[i].fb_buf,
 			    (word32)files[i].fb_len);
@@ -344,7 +352,7 @@ certset_free(struct certset *cs)
 		return;
 	if (cs->cs_ctx != NULL)
 		wolfSSL_CTX_free(cs->cs_ctx);
-	for (i = 0; i < F_COUNT; i++)
+	for (i = 0; i < F_MAX; i++)
 		fb_free(&cs->cs_files[i]);
 	free(cs);
 }
@@ -552,7 +560,22 @@ certset_build(const struct certsrc *src, struct filebuf *files, int *bad,
 	}
 	if ((cs->cs_ctx = ctx_build(src, files, bad, err, errlen)) == NULL)
 		goto fail;
-	for (i = 0; i < F_COUNT; i++) {
+	for (i = F_CRL; i < F_MAX && src->src_path[i] != NULL; i++) {
+		*bad = i;
+		if (crl_load(cs->cs_ctx, files[F_CA].fb_buf, files[F_CA].fb_len,
+		    files[i].fb_buf, files[i].fb_len, i - F_CRL, time(NULL),
+		    cs->cs_crl, &cs->cs_ncrl, CRL_MAX, err, errlen) == -1)
+			goto fail;
+	}
+	for (i = 0; i < cs->cs_ncrl; i++)
+		if (cs->cs_crl[i].ci_expired)
+			say(src, 1, "crl_expired", "route %s: ssl-crl %s: the "
+			    "CRL of %s is past its nextUpdate; the peers of "
+			    "that CA are refused until it is renewed",
+			    src->src_p.name,
+			    src->src_path[F_CRL + cs->cs_crl[i].ci_file],
+			    cs->cs_crl[i].ci_issuer);
+	for (i = 0; i < F_MAX; i++) {
 		if (files[i].fb_len == 0)
 			continue;
 		if (fb_reserve(&cs->cs_files[i], files[i].fb_len) == -1) {
@@ -589,7 +612,7 @@ read_all(const struct certsrc *src, struct filebuf *files, int *bad,
 {
 	int i, r;
 
-	for (i = 0; i < F_COUNT; i++) {
+	for (i = 0; i < F_MAX; i++) {
 		files[i].fb_len = 0;
 		if (src->src_path[i] == NULL)
 			continue;
@@ -608,7 +631,7 @@ stat_all(const struct certsrc *src, struct stat *st)
 {
 	int i;
 
-	for (i = 0; i < F_COUNT; i++) {
+	for (i = 0; i < F_MAX; i++) {
 		memset(&st[i], 0, sizeof(st[i]));
 		if (src->src_path[i] != NULL && stat(src->src_path[i], &st[i]) ==
 		    -1)
@@ -622,7 +645,7 @@ same_stat(const struct stat *a, const struct stat *b)
 {
 	int i;
 
-	for (i = 0; i < F_COUNT; i++)
+	for (i = 0; i < F_MAX; i++)
 		if (a[i].st_dev != b[i].st_dev || a[i].st_ino != b[i].st_ino ||
 		    a[i].st_size != b[i].st_size ||
 		    a[i].st_mtim.tv_sec != b[i].st_mtim.tv_sec ||
@@ -641,7 +664,7 @@ settled(const struct stat *st)
 	int i;
 
 	clock_gettime(CLOCK_REALTIME, &now);
-	for (i = 0; i < F_COUNT; i++)
+	for (i = 0; i < F_MAX; i++)
 		if (st[i].st_ctim.tv_sec >= now.tv_sec - 1 ||
 		    st[i].st_mtim.tv_sec >= now.tv_sec - 1)
 			return (0);
@@ -653,7 +676,7 @@ same_bytes(const struct certset *cs, const struct filebuf *files)
 {
 	int i;
 
-	for (i = 0; i < F_COUNT; i++)
+	for (i = 0; i < F_MAX; i++)
 		if (cs->cs_files[i].fb_len != files[i].fb_len ||
 		    (files[i].fb_len > 0 && memcmp(cs->cs_files[i].fb_buf,
 		    files[i].fb_buf, files[i].fb_len) != 0))
@@ -666,7 +689,7 @@ certset_thread_done(void)
 {
 	int i;
 
-	for (i = 0; i < F_COUNT; i++)
+	for (i = 0; i < F_MAX; i++)
 		fb_free(&tls_read[i]);
 }
 
@@ -685,11 +708,20 @@ certsrc_new(const struct certsrc_params *p, char *err, size_t errlen)
 	src->src_path[F_CA] = p->ssl_ca;
 	src->src_path[F_CERT] = p->ssl_cert;
 	src->src_path[F_KEY] = p->ssl_key;
+	if (p->n_crl > CRL_FILES_MAX) {
+		snprintf(err, errlen, "ssl-crl %s: at most %d CRL files per "
+		    "route; put several CRLs in one PEM file", p->ssl_crl[0],
+		    CRL_FILES_MAX);
+		free(src);
+		return (NULL);
+	}
+	for (size_t i = 0; i < p->n_crl; i++)
+		src->src_path[F_CRL + i] = p->ssl_crl[i];
 	pthread_mutex_init(&src->src_lock, NULL);
 	if (read_all(src, tls_read, &bad, why, sizeof(why)) != 0 ||
 	    (src->src_cur = certset_build(src, tls_read, &bad, why,
 	    sizeof(why))) == NULL) {
-		snprintf(err, errlen, "%s %s %s", flag_names[bad],
+		snprintf(err, errlen, "%s %s %s", FLAG(bad),
 		    src->src_path[bad], why);
 		certsrc_free(src);
 		return (NULL);
@@ -714,7 +746,7 @@ note_bad(struct certsrc *src, const uint8_t d[WC_SHA256_DIGEST_SIZE], int bad,
 	src->src_last_ok = 0;
 	src->src_last_time = time(NULL);
 	snprintf(src->src_last_err, sizeof(src->src_last_err), "%s %s %s",
-	    flag_names[bad], src->src_path[bad], why);
+	    FLAG(bad), src->src_path[bad], why);
 	if (src->src_bad_valid && memcmp(d, src->src_bad,
 	    WC_SHA256_DIGEST_SIZE) == 0)
 		return;
@@ -727,7 +759,7 @@ note_bad(struct certsrc *src, const uint8_t d[WC_SHA256_DIGEST_SIZE], int bad,
 	n.cn_event = "cert_reload_failed";
 	n.cn_route = src->src_p.name;
 	n.cn_file = src->src_path[bad];
-	n.cn_key = flag_names[bad];
+	n.cn_key = FLAG(bad);
 	n.cn_reason = why;
 	n.cn_action = "keeping the last good certificate set";
 	src->src_p.log(src->src_p.log_arg, &n);
@@ -738,7 +770,7 @@ certsrc_acquire(struct certsrc *src)
 {
 	struct certset *cs, *fresh = NULL;
 	struct filebuf *files = tls_read;
-	struct stat st[F_COUNT];
+	struct stat st[F_MAX];
 	uint8_t d[WC_SHA256_DIGEST_SIZE];
 	char why[512];
 	int bad = F_CA, rdok, statok;
@@ -899,4 +931,23 @@ const char *
 certset_digest(const struct certset *cs)
 {
 	return (cs->cs_digest);
+}
+
+int
+certset_crls(const struct certset *cs, const struct crl_info **v)
+{
+	*v = cs->cs_crl;
+	return (cs->cs_ncrl);
+}
+
+const struct crl_info *
+certset_crl_expired(const struct certset *cs, time_t now)
+{
+	int i;
+
+	for (i = 0; i < cs->cs_ncrl; i++)
+		if (cs->cs_crl[i].ci_next_update != 0 &&
+		    cs->cs_crl[i].ci_next_update <= now)
+			return (&cs->cs_crl[i]);
+	return (NULL);
 }

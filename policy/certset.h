@@ -2,7 +2,8 @@
  * certset.h: a route's certificate files, reread for every new connection.
  *
  * A certsrc belongs to one route and remembers the set in use.  For every
- * new connection certsrc_acquire() reads ssl-ca, ssl-cert and ssl-key again:
+ * new connection certsrc_acquire() reads ssl-ca, ssl-cert, ssl-key and the
+ * ssl-crl files again:
  * unchanged bytes reuse the TLS context already built; changed, valid bytes
  * build and publish a new set for this and later connections; broken bytes
  * keep the last good set and are logged once per distinct bad state.
@@ -45,6 +46,8 @@ struct certsrc_params {
 	const char	*ssl_ca;	/* paths; NULL when not set */
 	const char	*ssl_cert;
 	const char	*ssl_key;
+	char *const	*ssl_crl;	/* n_crl CRL files (PEM or DER) */
+	size_t		 n_crl;
 	int		 tls_server;	/* build server contexts */
 	int		 verify_client;	/* server: require a client cert */
 	int		 reread;	/* reread the files per connection */
@@ -114,8 +117,22 @@ int certset_chains(const struct certset *);
 /* certset_sans(cs): "DNS:a,IP:b" of ssl-cert's leaf. */
 const char *certset_sans(const struct certset *);
 
-/* certset_digest(cs): hex SHA-256 over the three files' bytes. */
+/* certset_digest(cs): hex SHA-256 over the files' bytes (and the CRLs'). */
 const char *certset_digest(const struct certset *);
+
+struct crl_info;
+
+/*
+ * certset_crls(cs, v): the CRLs of the set's ssl-crl files, in file order:
+ * their count, *v pointing at the first (owned by the set).
+ */
+int certset_crls(const struct certset *, const struct crl_info **);
+
+/*
+ * certset_crl_expired(cs, now): a CRL of the set past its nextUpdate at
+ * now (the first), or NULL when none is.
+ */
+const struct crl_info *certset_crl_expired(const struct certset *, time_t);
 
 /* certset_thread_done(): free the calling thread's read buffers. */
 void certset_thread_done(void);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "../policy/certset.h"
+#include "../policy/crl.h"
 #include "../policy/policy.h"
 #include "cli.h"
 #include "conf.h"
@@ -24,7 +25,7 @@ enum {
 	O_ALLOWED_DNS, O_ALLOWED_URI, O_ALLOWED_OU,
 	O_SERVER_NAME, O_ALPN, O_STATUS, O_WORKERS, O_MAX_CONNS,
 	O_CONNECT_TO, O_HANDSHAKE_TO, O_IDLE_TO, O_CLOSE_TO, O_SHUTDOWN_TO,
-	O_LOG_LEVEL, O_LOG_FORMAT, O_NAME, O_NO_REREAD, O_HELP
+	O_LOG_LEVEL, O_LOG_FORMAT, O_NAME, O_NO_REREAD, O_HELP, O_CRL
 };
 
 static const struct option opts[] = {
@@ -52,6 +53,7 @@ static const struct option opts[] = {
 	{ "name",		required_argument, NULL, O_NAME },
 	{ "no-cert-reread",	no_argument,	   NULL, O_NO_REREAD },
 	{ "help",		no_argument,	   NULL, O_HELP },
+	{ "ssl-crl",		required_argument, NULL, O_CRL },
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -79,7 +81,8 @@ usage(FILE *f, const char *kind)
 	    strcmp(kind, "mysql") == 0 ? "" : "--alpn LIST ");
 	fprintf(f, "--connect-timeout D --handshake-timeout D --idle-timeout D "
 	    "--close-timeout D --shutdown-timeout D --log-level L "
-	    "--log-format text|json --name NAME --no-cert-reread\n");
+	    "--log-format text|json --name NAME --no-cert-reread "
+	    "--ssl-crl FILE...\n");
 }
 
 /* positive: 0 is refused (a timeout that expires at once). */
@@ -195,6 +198,12 @@ parse(int argc, char **argv, struct route_conf *rc, struct global_conf *g)
 			    &rc->sec.allowed_ou, err, sizeof(err)) == -1)
 				return (usage_error("%s", err));
 			break;
+		case O_CRL:	/* repeatable: one file each */
+			if (optarg[0] == '\0')
+				return (usage_error("--ssl-crl: give a file"));
+			if (strlist_add(&rc->sec.ssl_crl, optarg) == -1)
+				return (usage_error("out of memory"));
+			break;
 		case O_ALPN:
 			if (!alpn_set)
 				strlist_free(&rc->alpn);
@@ -275,6 +284,38 @@ validate(struct route_conf *rc)
 	return (0);
 }
 
+/* `dmtls check`: a line per CRL, a warning within 7 days of nextUpdate. */
+static void
+print_crls(const struct route_conf *rc, const struct certset *cs, time_t now)
+{
+	const struct crl_info *ci;
+	char when[32];
+	struct tm tm;
+	int k, n = certset_crls(cs, &ci);
+
+	for (k = 0; k < n; k++) {
+		const char *file = rc->sec.ssl_crl.sl_v[ci[k].ci_file];
+
+		gmtime_r(&ci[k].ci_next_update, &tm);
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		printf("%s: crl %s issuer=\"%s\" entries=%d next_update=%s%s\n",
+		    rc->name, file, ci[k].ci_issuer, ci[k].ci_entries,
+		    ci[k].ci_next_update ? when : "none",
+		    ci[k].ci_next_update && ci[k].ci_next_update <= now ?
+		    " (EXPIRED)" : "");
+		if (ci[k].ci_next_update != 0 && ci[k].ci_next_update <= now)
+			printf("warning: %s: ssl-crl %s is past its nextUpdate: "
+			    "peers of %s are refused until it is renewed\n",
+			    rc->name, file, ci[k].ci_issuer);
+		else if (ci[k].ci_next_update != 0 &&
+		    ci[k].ci_next_update - now < 7 * 86400)
+			printf("warning: %s: ssl-crl %s reaches its nextUpdate "
+			    "within 7 days (%s): renew it before, or peers of "
+			    "%s are refused\n", rc->name, file, when,
+			    ci[k].ci_issuer);
+	}
+}
+
 /* One line per route for `dmtls check`; 0 when it had no warning. */
 static void
 print_summary(struct route_rt *rt)
@@ -306,6 +347,7 @@ print_summary(struct route_rt *rt)
 		printf("warning: %s: ssl-cert %s does not chain to ssl-ca %s; "
 		    "peers must trust its issuer some other way\n", rc->name,
 		    rc->sec.ssl_cert, rc->sec.ssl_ca);
+	print_crls(rc, cs, now);
 	if (policy_empty(&rt->rt_rules))
 		printf("warning: %s: accepts any certificate signed by %s; "
 		    "set cert-allowed-cn to limit it\n", rc->name,

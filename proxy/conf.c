@@ -47,6 +47,7 @@ route_conf_free(struct route_conf *rc)
 	strlist_free(&rc->sec.allowed_dns);
 	strlist_free(&rc->sec.allowed_uri);
 	strlist_free(&rc->sec.allowed_ou);
+	strlist_free(&rc->sec.ssl_crl);
 	memset(rc, 0, sizeof(*rc));
 }
 

@@ -27,6 +27,7 @@ struct security_conf {
 	struct strlist	 allowed_dns;
 	struct strlist	 allowed_uri;
 	struct strlist	 allowed_ou;
+	struct strlist	 ssl_crl;	/* CRL files (PEM or DER) */
 	char		*server_name;	/* client/mysql: verify and send as SNI */
 	int		 verify_client;	/* server: require a client certificate */
 };

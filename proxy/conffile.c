@@ -36,7 +36,7 @@ static const char *route_keys[] = {
 static const char *security_keys[] = {
 	"ssl-ca", "ssl-cert", "ssl-key", "cert-allowed-cn", "cert-allowed-dns",
 	"cert-allowed-uri", "cert-allowed-ou", "server-name", "verify-client",
-	NULL
+	"ssl-crl", NULL
 };
 
 static int
@@ -307,8 +307,14 @@ load_security(struct loadctx *lc, const config_setting_t *g,
 	    &sec->allowed_uri, NULL) == -1 ||
 	    get_strlist(lc, g, rule_keys[POLICY_OU], POLICY_OU,
 	    &sec->allowed_ou, NULL) == -1 ||
+	    get_strlist(lc, g, "ssl-crl", NOT_RULES, &sec->ssl_crl, NULL) == -1 ||
 	    get_bool(lc, g, "verify-client", &sec->verify_client) == -1)
 		return (-1);
+	for (size_t i = 0; i < sec->ssl_crl.sl_n; i++)
+		if (sec->ssl_crl.sl_v[i][0] == '\0')
+			return (errat(lc, config_setting_get_member(g,
+			    "ssl-crl"), "ssl-crl: \"\" names no file; write "
+			    "ssl-crl = []; for none"));
 	/* An empty string clears an inherited file (a mysql route that
 	 * presents no client certificate under a top level that has one). */
 	if (sec->ssl_cert != NULL && sec->ssl_cert[0] == '\0') {
@@ -362,6 +368,7 @@ inherit_security(const struct security_conf *def, struct security_conf *sec)
 	strlist_copy(&sec->allowed_dns, &def->allowed_dns);
 	strlist_copy(&sec->allowed_uri, &def->allowed_uri);
 	strlist_copy(&sec->allowed_ou, &def->allowed_ou);
+	strlist_copy(&sec->ssl_crl, &def->ssl_crl);
 }
 
 /* What every route needs, and what its kind refuses.  0 or -1. */
@@ -640,6 +647,7 @@ out:
 	strlist_free(&defsec.allowed_dns);
 	strlist_free(&defsec.allowed_uri);
 	strlist_free(&defsec.allowed_ou);
+	strlist_free(&defsec.ssl_crl);
 	config_destroy(&c);
 	if (rc == -1)
 		config_free(cf);

@@ -242,6 +242,7 @@ conn_start(struct conn *c)
 	 * disk now (or the last good set when the files are broken). */
 	c->c_cs = certsrc_acquire(p->cp_certs);
 	c->c_tlsp.tp_ctx = certset_ctx(c->c_cs);
+	c->c_tlsp.tp_certs = c->c_cs;
 	c->c_tlsp.tp_kind = p->cp_kind == ROUTE_SERVER ? TLS_SERVER :
 	    TLS_CLIENT;
 	c->c_tlsp.tp_alpn = p->cp_alpn;
@@ -335,6 +336,9 @@ conn_tls_failed(struct conn *c)
 	c->c_result = v->tv_denied ? CONN_DENIED : CONN_FAILED;
 	switch (v->tv_why) {
 	case TLS_WHY_POLICY:	c->c_why = WHY_POLICY; break;
+	case TLS_WHY_REVOKED:	c->c_why = WHY_REVOKED; break;
+	case TLS_WHY_CRL_EXPIRED: c->c_why = WHY_CRL_EXPIRED; break;
+	case TLS_WHY_CRL_MISSING: c->c_why = WHY_CRL_MISSING; break;
 	case TLS_WHY_VERIFY:	c->c_why = WHY_VERIFY; break;
 	case TLS_WHY_NOCERT:	c->c_why = WHY_NOCERT; break;
 	case TLS_WHY_HANDSHAKE:	c->c_why = WHY_HANDSHAKE; break;

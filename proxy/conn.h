@@ -40,6 +40,9 @@ enum conn_result { CONN_ALLOWED = 0, CONN_DENIED, CONN_FAILED };
 enum conn_why {
 	WHY_NONE = 0,
 	WHY_POLICY,		/* identity not in the allow-list */
+	WHY_REVOKED,		/* the peer's leaf is in a CRL */
+	WHY_CRL_EXPIRED,	/* its CA's CRL is past nextUpdate */
+	WHY_CRL_MISSING,	/* ssl-crl holds no CRL of its CA */
 	WHY_VERIFY,		/* chain, date or hostname verification */
 	WHY_NOCERT,		/* no client certificate */
 	WHY_TIMEOUT,		/* handshake deadline */

@@ -157,6 +157,8 @@ route_certsrc_params(const struct route_conf *rc, struct certsrc_params *p)
 	p->ssl_ca = rc->sec.ssl_ca;
 	p->ssl_cert = rc->sec.ssl_cert;
 	p->ssl_key = rc->sec.ssl_key;
+	p->ssl_crl = rc->sec.ssl_crl.sl_v;
+	p->n_crl = rc->sec.ssl_crl.sl_n;
 	p->tls_server = rc->kind == ROUTE_SERVER;
 	p->verify_client = rc->sec.verify_client;
 	p->reread = rc->reread;
@@ -508,6 +510,13 @@ route_count(struct route_stats *st, const struct conn_end *e)
 		atomic_fetch_add(&st->rs_allowed, 1);
 	switch (e->ce_why) {
 	case WHY_POLICY:	atomic_fetch_add(&st->rs_deny_policy, 1); break;
+	case WHY_REVOKED:	atomic_fetch_add(&st->rs_deny_revoked, 1); break;
+	case WHY_CRL_EXPIRED:
+		atomic_fetch_add(&st->rs_deny_crl_expired, 1);
+		break;
+	case WHY_CRL_MISSING:
+		atomic_fetch_add(&st->rs_deny_crl_missing, 1);
+		break;
 	case WHY_VERIFY:	atomic_fetch_add(&st->rs_fail_verify, 1); break;
 	case WHY_NOCERT:	atomic_fetch_add(&st->rs_fail_nocert, 1); break;
 	case WHY_TIMEOUT:	atomic_fetch_add(&st->rs_fail_timeout, 1); break;

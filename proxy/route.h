@@ -55,6 +55,9 @@ struct route_stats {
 	atomic_uint_least64_t	rs_bytes_in;	/* from the accepted side */
 	atomic_uint_least64_t	rs_bytes_out;	/* to the accepted side */
 	atomic_uint_least64_t	rs_deny_policy;	/* identity not allowed */
+	atomic_uint_least64_t	rs_deny_revoked; /* leaf listed in a CRL */
+	atomic_uint_least64_t	rs_deny_crl_expired; /* CRL past nextUpdate */
+	atomic_uint_least64_t	rs_deny_crl_missing; /* no CRL for the issuer */
 	atomic_uint_least64_t	rs_fail_verify;	/* chain/date/name failed */
 	atomic_uint_least64_t	rs_fail_nocert;	/* no client certificate */
 	atomic_uint_least64_t	rs_fail_timeout; /* handshake deadline */

@@ -24,6 +24,7 @@
 #include "config.h"
 
 #include "../policy/certset.h"
+#include "../policy/crl.h"
 #include "../policy/policy.h"
 #include "addr.h"
 #include "daemon.h"
@@ -147,8 +148,10 @@ static const struct family {
 	{ "dmtls_active_connections", "gauge", "Connections open now.",
 	    NULL, { NULL }, { OFF(rs_active) } },
 	{ "dmtls_denials_total", "counter", "Peers refused by the identity "
-	    "policy.", "reason", { "identity_not_allowed" },
-	    { OFF(rs_deny_policy) } },
+	    "policy or revocation (ssl-crl).", "reason",
+	    { "identity_not_allowed", "revoked", "crl_expired", "crl_missing" },
+	    { OFF(rs_deny_policy), OFF(rs_deny_revoked),
+	    OFF(rs_deny_crl_expired), OFF(rs_deny_crl_missing) } },
 	{ "dmtls_handshake_failures_total", "counter", "TLS handshakes that "
 	    "failed, by reason.", "reason", { "verify", "no_client_cert",
 	    "timeout", "other" }, { OFF(rs_fail_verify), OFF(rs_fail_nocert),
@@ -226,6 +229,36 @@ metrics_certs(const struct routeset *set, struct evbuffer *b)
 			    sizeof(file)), (long long)certset_not_after(cs));
 		certset_release(cs);
 	}
+	M_HEAD(b, "dmtls_crl_next_update_seconds", "gauge",
+	    "nextUpdate of each ssl-crl file (its earliest CRL), as a Unix "
+	    "time.");
+	for (i = 0; i < set->rs_n; i++) {
+		const struct strlist *files;
+		const struct crl_info *ci;
+		time_t next;
+		size_t f;
+		int k, n;
+
+		rt = set->rs_v[i];
+		files = &rt->rt_conf->sec.ssl_crl;
+		cs = certsrc_current(rt->rt_certs);
+		n = certset_crls(cs, &ci);
+		for (f = 0; f < files->sl_n; f++) {
+			next = 0;
+			for (k = 0; k < n; k++)
+				if ((size_t)ci[k].ci_file == f &&
+				    ci[k].ci_next_update != 0 && (next == 0 ||
+				    ci[k].ci_next_update < next))
+					next = ci[k].ci_next_update;
+			if (next != 0)
+				evbuffer_add_printf(b, "dmtls_crl_next_update_"
+				    "seconds{route=\"%s\",file=\"%s\"} %lld\n",
+				    label(rt->rt_conf->name, name, sizeof(name)),
+				    label(files->sl_v[f], file, sizeof(file)),
+				    (long long)next);
+		}
+		certset_release(cs);
+	}
 }
 
 /* The connection duration histogram. */
@@ -289,6 +322,38 @@ metrics(struct status *st, struct evbuffer *b)
 #undef OFF
 #undef LD
 
+/* ,"ssl-crl":[...],"crls":[...]: the route's CRL files and their CRLs. */
+static void
+status_crls(struct evbuffer *b, const struct route_conf *rc,
+    const struct certset *cs)
+{
+	const struct crl_info *ci;
+	char t[32];
+	size_t f;
+	int k, n = certset_crls(cs, &ci);
+
+	evbuffer_add_printf(b, ",\"ssl-crl\":[");
+	for (f = 0; f < rc->sec.ssl_crl.sl_n; f++) {
+		evbuffer_add_printf(b, "%s", f ? "," : "");
+		json_str(b, rc->sec.ssl_crl.sl_v[f]);
+	}
+	evbuffer_add_printf(b, "]},\"crls\":[");
+	for (k = 0; k < n; k++) {
+		evbuffer_add_printf(b, "%s{\"file\":", k ? "," : "");
+		json_str(b, rc->sec.ssl_crl.sl_v[ci[k].ci_file]);
+		evbuffer_add_printf(b, ",\"issuer\":");
+		json_str(b, ci[k].ci_issuer);
+		iso_time(ci[k].ci_this_update, t, sizeof(t));
+		evbuffer_add_printf(b, ",\"this_update\":\"%s\"", t);
+		iso_time(ci[k].ci_next_update, t, sizeof(t));
+		evbuffer_add_printf(b, ",\"next_update\":\"%s\",\"entries\":%d,"
+		    "\"expired\":%s}", t, ci[k].ci_entries,
+		    ci[k].ci_next_update != 0 && ci[k].ci_next_update <=
+		    time(NULL) ? "true" : "false");
+	}
+	evbuffer_add_printf(b, "]");
+}
+
 static void
 status_json(struct status *st, struct evbuffer *b)
 {
@@ -339,9 +404,10 @@ status_json(struct status *st, struct evbuffer *b)
 		json_str(b, rc->sec.ssl_cert);
 		evbuffer_add_printf(b, ",\"ssl-key\":");
 		json_str(b, rc->sec.ssl_key);
+		status_crls(b, rc, cs);
 		certsrc_last(rt->rt_certs, &when, &ok, err, sizeof(err));
 		iso_time(when, t, sizeof(t));
-		evbuffer_add_printf(b, "},\"last_reload\":{\"ok\":%s,"
+		evbuffer_add_printf(b, ",\"last_reload\":{\"ok\":%s,"
 		    "\"time\":\"%s\",\"error\":", ok ? "true" : "false", t);
 		json_str(b, err);
 		evbuffer_add_printf(b, "}}}");

@@ -8,13 +8,16 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 #include <wolfssl/error-ssl.h>
+#include <wolfssl/wolfcrypt/error-crypt.h>
 
 #include "../policy/certset.h"
+#include "../policy/crl.h"
 #include "../policy/hostname.h"
 #include "../policy/policy.h"
 #include "conf.h"
@@ -36,8 +39,10 @@ tls_setup(struct tls_session *ts, struct endpoint *ep,
 	ts->ts_v.tv_rules = p->tp_rules;
 	ts->ts_v.tv_server_name = p->tp_kind == TLS_SERVER ? NULL :
 	    p->tp_server_name;
+	ts->ts_v.tv_certs = p->tp_certs;
 	if ((ssl = wolfSSL_new(p->tp_ctx)) == NULL)
 		return (-1);
+	ts->ts_v.tv_ssl = ssl;
 	if (endpoint_attach_tls(ep, ssl) == -1)
 		return (-1);
 	wolfSSL_SetCertCbCtx(ssl, &ts->ts_v);
@@ -220,6 +225,60 @@ tls_handshake(struct tls_session *ts, struct endpoint *ep)
 	return (TLS_FAIL);
 }
 
+/*
+ * wolfSSL's own alert (sent after the callback) is certificate_revoked only
+ * in builds with its OpenSSL layer; this one goes first.  Internal to
+ * wolfSSL, linked from the static library.
+ */
+int SendAlert(WOLFSSL *, int, int);
+
+/*
+ * The leaf failed wolfSSL's CRL check (err): a denial, with the reason the
+ * metrics and the log name.  0 when err is no CRL verdict.
+ */
+static int
+crl_verdict(struct tls_verdict *v, int err, const WOLFSSL_BUFFER_INFO *leaf)
+{
+	const struct crl_info *ci;
+	char serial[80], when[32];
+	struct tm tm;
+
+	if (err != CRL_CERT_REVOKED && err != CRL_CERT_DATE_ERR &&
+	    err != CRL_MISSING)
+		return (0);
+	v->tv_denied = 1;
+	if (err == CRL_CERT_REVOKED) {
+		crl_serial_hex(leaf ? leaf->buffer : NULL, leaf ? leaf->length :
+		    0, serial, sizeof(serial));
+		v->tv_why = TLS_WHY_REVOKED;
+		snprintf(v->tv_reason, sizeof(v->tv_reason), "certificate "
+		    "revoked (serial %s)", serial);
+		if (v->tv_ssl != NULL)
+			(void)SendAlert(v->tv_ssl, alert_fatal,
+			    certificate_revoked);
+		return (1);
+	}
+	ci = v->tv_certs ? certset_crl_expired(v->tv_certs, time(NULL)) : NULL;
+	if (err == CRL_CERT_DATE_ERR || ci != NULL) {
+		v->tv_why = TLS_WHY_CRL_EXPIRED;
+		when[0] = '\0';
+		if (ci != NULL) {
+			gmtime_r(&ci->ci_next_update, &tm);
+			strftime(when, sizeof(when), " at %Y-%m-%dT%H:%M:%SZ",
+			    &tm);
+		}
+		snprintf(v->tv_reason, sizeof(v->tv_reason), "crl_expired: the "
+		    "CRL of %.80s passed its nextUpdate%s; refusing until "
+		    "ssl-crl is renewed", ci ? ci->ci_issuer : "the issuer",
+		    when);
+		return (1);
+	}
+	v->tv_why = TLS_WHY_CRL_MISSING;
+	snprintf(v->tv_reason, sizeof(v->tv_reason), "crl_missing: ssl-crl "
+	    "holds no CRL of the certificate's issuer");
+	return (1);
+}
+
 int
 tls_verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *store)
 {
@@ -237,6 +296,9 @@ tls_verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *store)
 		peer_id_sans(&id, v->tv_sans, sizeof(v->tv_sans));
 	} else
 		memset(&id, 0, sizeof(id));
+	if (!preverify && crl_verdict(v, store->error, store->certs != NULL &&
+	    store->totalCerts > 0 ? &store->certs[0] : NULL))
+		return (0);
 	if (!preverify) {
 		v->tv_failed = 1;
 		v->tv_why = TLS_WHY_VERIFY;

@@ -14,6 +14,7 @@
 
 #include "endpoint.h"
 
+struct certset;
 struct logline;
 struct policy_rules;
 struct strlist;
@@ -31,6 +32,9 @@ enum tls_status {
 enum tls_why {
 	TLS_WHY_NONE = 0,
 	TLS_WHY_POLICY,		/* identity not in the allow-list */
+	TLS_WHY_REVOKED,	/* the leaf is in a CRL of ssl-crl */
+	TLS_WHY_CRL_EXPIRED,	/* its CA's CRL is past nextUpdate */
+	TLS_WHY_CRL_MISSING,	/* ssl-crl holds no CRL of its CA */
 	TLS_WHY_VERIFY,		/* chain, date or hostname verification */
 	TLS_WHY_NOCERT,		/* no client certificate */
 	TLS_WHY_HANDSHAKE	/* any other handshake failure */
@@ -47,6 +51,8 @@ struct tls_verdict {
 	const struct policy_rules *tv_rules;	/* in: whom to allow */
 	const char		*tv_server_name; /* in: client: the name the
 						 * leaf's SANs must hold */
+	const struct certset	*tv_certs;	/* in: the set (its CRLs) */
+	WOLFSSL			*tv_ssl;	/* in: to send an alert */
 	char			 tv_cn[256];	/* the peer leaf's CNs */
 	char			 tv_sans[256];
 	char			 tv_reason[200];	/* why it failed */
@@ -58,6 +64,7 @@ struct tls_verdict {
 /* What a session is set up from; the pointers must outlive the session. */
 struct tls_params {
 	WOLFSSL_CTX		*tp_ctx;	/* the certificate set's */
+	const struct certset	*tp_certs;	/* that set, or NULL */
 	enum tls_kind		 tp_kind;
 	const struct strlist	*tp_alpn;	/* client: offered; server:
 						 * the first the client

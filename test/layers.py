@@ -36,7 +36,7 @@ LAYERS = [
 
 # policy/ stands apart: wolfSSL and its own headers only.  Its modules may
 # use each other (one way); proxy/ modules from this layer up may use it.
-POLICY = ("certset", "hostname", "peerid", "policy", "subject")
+POLICY = ("certset", "crl", "hostname", "peerid", "policy", "subject")
 POLICY_USERS_FROM = "tls"
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')

@@ -16,7 +16,7 @@ FUZZ_OUT	?= test/fuzz/build
 FUZZ_OPT	?= -O1 -g
 FUZZ_SAN	 = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 		   -fno-omit-frame-pointer
-TARGETS		 = mysqlproto mysql hello tls_accept peerid certset config log
+TARGETS		 = mysqlproto mysql hello tls_accept peerid certset crl config log
 
 WOLFSSL_FUZZ	:= $(shell FUZZ_CC='$(FUZZ_CC)' $(srcdir)/build-aux/wolfssl-bundle --fuzz | tail -n 1)
 ifeq ($(wildcard $(WOLFSSL_FUZZ)/lib/libwolfssl.a),)

@@ -19,6 +19,9 @@ Steps (default: all, in this order):
   mysql    real logins (mysql, mysqlproto): a plaintext client -> dmtls ->
            MariaDB (test/integration/mysqld.py) or the fake caching_sha2
            server (test/integration/mysqlfake.py), recorded on both legs
+  crl      real CRLs (crl) made by `openssl ca -gencrl`: empty, with
+           revoked serials and reasons, DER, expired, two in one file, one
+           of another CA
 
 Each corpus file is one input in the target's format (see its .c file).
 """
@@ -642,13 +645,46 @@ def save_mysql(name, events):
           % (name, len(events), len(plain), len(raw)))
 
 
+# ---- crl: real CRLs -------------------------------------------------------------
+
+def step_crl(tmp):
+    """ssl-ca PEM SEP one ssl-crl file (fuzz_crl.c), from openssl ca."""
+    p = PKI(os.path.join(tmp, "pki-crl"))
+
+    def ca(*args, who="ca"):
+        st = os.path.join(p.dir, ".state", who)
+        return openssl("ca", "-batch", "-config", os.path.join(st, "ca.cnf"),
+                       "-cert", p.path(who), "-keyfile", p.key(who), *args)
+
+    def crl(name, *args, who="ca"):
+        out = os.path.join(tmp, name)
+        ca("-gencrl", "-out", out, *args, who=who)
+        return read(out)
+
+    cas = read(p.path("ca"))
+    put("crl", "empty.bin", cas + SEP + crl("empty.pem", "-crldays", "30"))
+    p.leaf("r1", "r1")
+    p.leaf("r2", "r2")
+    ca("-revoke", p.path("r1"), "-crl_reason", "keyCompromise")
+    ca("-revoke", p.path("r2"), "-crl_reason", "superseded")
+    two = crl("two.pem", "-crldays", "30")
+    put("crl", "revoked-two.bin", cas + SEP + two)
+    put("crl", "revoked-two-der.bin", cas + SEP + openssl("crl", "-outform", "DER", inp=two))
+    put("crl", "expired.bin", cas + SEP + crl("old.pem", "-crl_lastupdate", "20200101000000Z",
+                                              "-crl_nextupdate", "20200201000000Z"))
+    other = crl("other.pem", "-crldays", "30", who="ca2")
+    put("crl", "other-ca.bin", cas + SEP + other)
+    put("crl", "two-cas.bin", cas + read(p.path("ca2")) + SEP + two + other)
+    put("crl", "half-written.bin", cas + SEP + two[:len(two) // 2])
+
+
 def main():
-    steps = sys.argv[1:] or ["pki", "static", "hello", "mysql"]
+    steps = sys.argv[1:] or ["pki", "static", "hello", "mysql", "crl"]
     tmp = tempfile.mkdtemp(prefix="dmtls-mkcorpus-")
     try:
         for s in steps:
             {"pki": step_pki, "static": step_static, "hello": step_hello,
-             "mysql": step_mysql}[s](tmp)
+             "mysql": step_mysql, "crl": step_crl}[s](tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

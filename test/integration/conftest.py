@@ -496,6 +496,19 @@ def rsa_pki(tmp_path_factory):
     return PKI(tmp_path_factory.mktemp("rsa-pki"), algo="rsa")
 
 
+@pytest.fixture(scope="session")
+def goclient(tmp_path_factory):
+    """The Go TLS client of goclient/main.go, built with Debian's Go
+    (test_audit_core, test_crl), once per session."""
+    d = tmp_path_factory.mktemp("go")
+    env = dict(os.environ, GOCACHE=str(d / "cache"), GOPATH=str(d / "path"),
+               GOFLAGS="-mod=mod", GOPROXY="off", GO111MODULE="off", CGO_ENABLED="0")
+    out = d / "goclient"
+    subprocess.run(["go", "build", "-o", str(out), os.path.join(HERE, "goclient", "main.go")],
+                   check=True, env=env, capture_output=True, timeout=300)
+    return str(out)
+
+
 @pytest.fixture
 def port():
     """A free TCP port on 127.0.0.1."""

@@ -216,18 +216,6 @@ def test_write_error_one_way_keeps_the_other_way(dmtls_bin, pki, procs):
         d.wait_log(r"event=close .*reason=\"write to target")
 
 
-@pytest.fixture(scope="session")
-def goclient(tmp_path_factory):
-    """The Go TLS client of goclient/main.go, built with Debian's Go."""
-    d = tmp_path_factory.mktemp("go")
-    env = dict(os.environ, GOCACHE=str(d / "cache"), GOPATH=str(d / "path"),
-               GOFLAGS="-mod=mod", GOPROXY="off", GO111MODULE="off", CGO_ENABLED="0")
-    out = d / "goclient"
-    subprocess.run(["go", "build", "-o", str(out), os.path.join(HERE, "goclient", "main.go")],
-                   check=True, env=env, capture_output=True, timeout=300)
-    return str(out)
-
-
 def test_go_client_denied_sees_the_alert(dmtls_bin, pki, procs, goclient):
     """A Go client (as every DM component is) refused by the allow-list
     reports the server's alert, "remote error: tls: bad certificate", not

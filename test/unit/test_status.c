@@ -317,7 +317,8 @@ test_status_json(void **state)
 	    "\"identity\":\"cn=dm\",\"active\":1,\"certificate\":{"
 	    "\"subject\":\"CN=dm\",");
 	snprintf(want, sizeof(want), "\"files\":{\"ssl-ca\":\"%s\",\"ssl-cert\":"
-	    "\"%s\",\"ssl-key\":\"%s\"},\"last_reload\":{\"ok\":true,",
+	    "\"%s\",\"ssl-key\":\"%s\",\"ssl-crl\":[]},\"crls\":[],"
+	    "\"last_reload\":{\"ok\":true,",
 	    uf_path("ca.pem"), uf_path("dm.pem"), uf_path("dm-key.pem"));
 	has(b, want);
 	has(b, "{\"name\":\"q\\\"b\\\\c\",");
