@@ -369,6 +369,22 @@ def test_landlock_refuses_a_rotated_link_to_outside(dmtls_bin, procs, box, pki):
             box.put(box.certs, "dm-key.pem", pki.key("dm"))
 
 
+def test_name_resolution_works_under_the_sandbox(dmtls_bin, procs, box):
+    """A reload resolves names inside the sandbox (the NSS files, /etc/hosts,
+    read under Landlock and seccomp): a new route with listen and target
+    given as localhost serves."""
+    port, port2 = free_port(), free_port()
+    with EchoServer() as echo:
+        conf = box.conf([route_lines("a", port, echo.addr)])
+        d = start_run(procs, dmtls_bin, conf)
+        box.conf([route_lines("a", port, echo.addr),
+                  route_lines("b", "localhost:%d" % port2,
+                              "localhost:%d" % echo.port)])
+        reload(d)
+        served(port2, box.pki)
+        assert proc_status(d.proc.pid)["Seccomp"] == "2"
+
+
 def test_unix_listeners_under_the_sandbox(dmtls_bin, procs, box):
     """A unix: listener's folder is writable: a reload adds a second socket
     there; one in another folder fails, saying a restart is needed."""
