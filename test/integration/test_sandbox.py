@@ -16,6 +16,7 @@ import os
 import pwd
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 
@@ -23,8 +24,7 @@ import pytest
 
 from backends import EchoServer, wait_until
 from conftest import free_port, run
-from routes import (READY, conf_text, http_get, reload, replace_file,
-                    route_lines, routes_block, security_lines, start_route,
+from routes import (http_get, reload, route_lines, routes_block, start_route,
                     start_run, tls_echo, write_conf)
 from tlsclient import tls_connect
 
@@ -215,7 +215,6 @@ def test_rotation_after_drop_on_group_readable_files(dmtls_bin, procs, box, pki)
         box.put(box.certs, "dm-key.pem", new_key)
         box.put(box.certs, "dm.pem", new_cert)
         new_der = open(new_cert).read()
-        import ssl
         want = ssl.PEM_cert_to_DER_cert(new_der)
         s = tls_connect(port, pki)
         try:
@@ -342,7 +341,6 @@ def test_landlock_refuses_a_rotated_link_to_outside(dmtls_bin, procs, box, pki):
     new_cert, new_key = pki.leaf("sbx-link", "dm")
     out_cert = box.put(box.outside, "new.pem", new_cert)
     out_key = box.put(box.outside, "new-key.pem", new_key)
-    import ssl
     want = ssl.PEM_cert_to_DER_cert(open(new_cert).read())
     for sandbox in (True, False):
         port = free_port()
