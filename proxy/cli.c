@@ -25,7 +25,8 @@ enum {
 	O_ALLOWED_DNS, O_ALLOWED_URI, O_ALLOWED_OU,
 	O_SERVER_NAME, O_ALPN, O_STATUS, O_WORKERS, O_MAX_CONNS,
 	O_CONNECT_TO, O_HANDSHAKE_TO, O_IDLE_TO, O_CLOSE_TO, O_SHUTDOWN_TO,
-	O_LOG_LEVEL, O_LOG_FORMAT, O_NAME, O_NO_REREAD, O_HELP, O_CRL
+	O_LOG_LEVEL, O_LOG_FORMAT, O_NAME, O_NO_REREAD, O_USER, O_GROUP,
+	O_NO_SANDBOX, O_HELP, O_CRL
 };
 
 static const struct option opts[] = {
@@ -52,6 +53,9 @@ static const struct option opts[] = {
 	{ "log-format",		required_argument, NULL, O_LOG_FORMAT },
 	{ "name",		required_argument, NULL, O_NAME },
 	{ "no-cert-reread",	no_argument,	   NULL, O_NO_REREAD },
+	{ "user",		required_argument, NULL, O_USER },
+	{ "group",		required_argument, NULL, O_GROUP },
+	{ "no-sandbox",		no_argument,	   NULL, O_NO_SANDBOX },
 	{ "help",		no_argument,	   NULL, O_HELP },
 	{ "ssl-crl",		required_argument, NULL, O_CRL },
 	{ NULL, 0, NULL, 0 }
@@ -81,8 +85,8 @@ usage(FILE *f, const char *kind)
 	    strcmp(kind, "mysql") == 0 ? "" : "--alpn LIST ");
 	fprintf(f, "--connect-timeout D --handshake-timeout D --idle-timeout D "
 	    "--close-timeout D --shutdown-timeout D --log-level L "
-	    "--log-format text|json --name NAME --no-cert-reread "
-	    "--ssl-crl FILE...\n");
+	    "--log-format text|json --name NAME --no-cert-reread --user USER "
+	    "--group GROUP --no-sandbox --ssl-crl FILE...\n");
 }
 
 /* positive: 0 is refused (a timeout that expires at once). */
@@ -115,6 +119,8 @@ str_flag(int ch, struct route_conf *rc, struct global_conf *g)
 	case O_SERVER_NAME:	return (&rc->sec.server_name);
 	case O_STATUS:		return (&g->status);
 	case O_NAME:		return (&rc->name);
+	case O_USER:		return (&g->user);
+	case O_GROUP:		return (&g->group);
 	default:		return (NULL);
 	}
 }
@@ -237,6 +243,9 @@ parse(int argc, char **argv, struct route_conf *rc, struct global_conf *g)
 		case O_NO_REREAD:
 			rc->reread = 0;
 			break;
+		case O_NO_SANDBOX:
+			g->sandbox = 0;
+			break;
 		case O_HELP:
 			usage(stdout, route_kind_name(rc->kind));
 			return (PARSE_HELP);
@@ -251,6 +260,9 @@ parse(int argc, char **argv, struct route_conf *rc, struct global_conf *g)
 	}
 	if (optind < argc)
 		return (usage_error("unexpected argument %s", argv[optind]));
+	if (g->group != NULL && g->user == NULL)
+		return (usage_error("--group needs --user: dmtls drops to that "
+		    "user (and group) after binding"));
 	return (0);
 }
 
@@ -425,6 +437,7 @@ cli_route(int argc, char **argv, int check)
 	}
 	memset(&d, 0, sizeof(d));
 	d.d_g.shutdown_timeout_ms = DEF_SHUTDOWN_TIMEOUT_MS;
+	d.d_g.sandbox = 1;
 	if ((rv = parse(argc, argv, rc, &d.d_g)) != 0 ||
 	    (rv = validate(rc)) != 0) {
 		route_conf_free(rc);
@@ -449,6 +462,8 @@ cli_route(int argc, char **argv, int check)
 	free(rc);
 out:
 	free(d.d_g.status);
+	free(d.d_g.user);
+	free(d.d_g.group);
 	return (rv);
 }
 
@@ -523,5 +538,7 @@ cli_config(int argc, char **argv, int check)
 	free(d.d_g.status);
 	free(d.d_g.log_level);
 	free(d.d_g.log_format);
+	free(d.d_g.user);
+	free(d.d_g.group);
 	return (rv);
 }

@@ -51,6 +51,21 @@ route_conf_free(struct route_conf *rc)
 	memset(rc, 0, sizeof(*rc));
 }
 
+size_t
+route_conf_files(const struct route_conf *rc, const char **out, size_t max)
+{
+	const char *all[] = { rc->sec.ssl_ca, rc->sec.ssl_cert,
+	    rc->sec.ssl_key };
+	size_t i, n = 0;
+
+	for (i = 0; i < sizeof(all) / sizeof(all[0]) && n < max; i++)
+		if (all[i] != NULL && all[i][0] != '\0')
+			out[n++] = all[i];
+	for (i = 0; i < rc->sec.ssl_crl.sl_n && n < max; i++)
+		out[n++] = rc->sec.ssl_crl.sl_v[i];
+	return (n);
+}
+
 int
 strlist_add(struct strlist *sl, const char *s)
 {

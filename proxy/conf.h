@@ -55,6 +55,9 @@ struct global_conf {
 	char	*status;
 	char	*log_level;
 	char	*log_format;
+	char	*user;			/* drop to it after binding (root only) */
+	char	*group;			/* its primary group instead of the user's */
+	int	 sandbox;		/* confine after start-up (default 1) */
 };
 
 /* Defaults (milliseconds). */
@@ -71,6 +74,15 @@ void route_conf_init(struct route_conf *, enum route_kind);
 
 /* route_conf_free(rc): free every string the route owns. */
 void route_conf_free(struct route_conf *);
+
+/*
+ * route_conf_files(rc, out, max): the files the route reads (ssl-ca,
+ * ssl-cert, ssl-key, each ssl-crl, and every file a security key names), at most max of
+ * them, into out; returns how many.  The sandbox confines reading to
+ * their folders: a new file key joins this list and only this one.
+ */
+#define ROUTE_CONF_FILES_MAX	(3 + 16)	/* + CRL_FILES_MAX ssl-crl files */
+size_t route_conf_files(const struct route_conf *, const char **, size_t);
 
 /* strlist_add(sl, s): append a copy of s; 0 or -1 on ENOMEM. */
 int strlist_add(struct strlist *, const char *);

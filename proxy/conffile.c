@@ -26,7 +26,7 @@ struct loadctx {
 
 static const char *top_keys[] = {
 	"log-level", "log-format", "workers", "status", "shutdown-timeout",
-	"security", "routes", NULL
+	"security", "routes", "user", "group", "sandbox", NULL
 };
 static const char *route_keys[] = {
 	"name", "kind", "listen", "target", "alpn", "max-conns",
@@ -584,6 +584,7 @@ config_load(const char *path, struct config *cf, char *err, size_t errlen)
 	memset(&defsec, 0, sizeof(defsec));
 	defsec.verify_client = 1;
 	cf->cf_g.shutdown_timeout_ms = DEF_SHUTDOWN_TIMEOUT_MS;
+	cf->cf_g.sandbox = 1;
 	lc.lc_cf = cf;
 	lc.lc_err = err;
 	lc.lc_errlen = errlen;
@@ -595,11 +596,27 @@ config_load(const char *path, struct config *cf, char *err, size_t errlen)
 	    get_string(&lc, root, "log-level", &cf->cf_g.log_level) == -1 ||
 	    get_string(&lc, root, "log-format", &cf->cf_g.log_format) == -1 ||
 	    get_string(&lc, root, "status", &cf->cf_g.status) == -1 ||
+	    get_string(&lc, root, "user", &cf->cf_g.user) == -1 ||
+	    get_string(&lc, root, "group", &cf->cf_g.group) == -1 ||
+	    get_bool(&lc, root, "sandbox", &cf->cf_g.sandbox) == -1 ||
 	    get_long(&lc, root, "workers", 0, 256, &workers) == -1 ||
 	    get_duration(&lc, root, "shutdown-timeout", 0,
 	    &cf->cf_g.shutdown_timeout_ms) == -1)
 		goto out;
 	cf->cf_g.workers = (int)workers;
+	if ((cf->cf_g.user != NULL && cf->cf_g.user[0] == '\0') ||
+	    (cf->cf_g.group != NULL && cf->cf_g.group[0] == '\0')) {
+		errat(&lc, config_lookup(&c, cf->cf_g.user != NULL &&
+		    cf->cf_g.user[0] == '\0' ? "user" : "group"), "user and "
+		    "group name an account, like user = \"dmtls\"; remove "
+		    "the key to keep the user dmtls starts as");
+		goto out;
+	}
+	if (cf->cf_g.group != NULL && cf->cf_g.user == NULL) {
+		errat(&lc, config_lookup(&c, "group"), "group needs user: "
+		    "dmtls drops to user (and group) after binding");
+		goto out;
+	}
 	/* Only check it: loading (a reload) must not change the running
 	 * level; whoever uses the loaded config applies it. */
 	if (cf->cf_g.log_level != NULL &&
@@ -665,6 +682,8 @@ config_free(struct config *cf)
 	free(cf->cf_g.status);
 	free(cf->cf_g.log_level);
 	free(cf->cf_g.log_format);
+	free(cf->cf_g.user);
+	free(cf->cf_g.group);
 	memset(cf, 0, sizeof(*cf));
 }
 

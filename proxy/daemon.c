@@ -8,11 +8,17 @@
  * and ask each worker to switch.  Old routes stay alive, reference
  * counted, until their last connection ends.
  */
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/thread.h>
 
@@ -46,6 +52,20 @@ find_listen(const struct routeset *set, const char *listen)
 		if (strcmp(set->rs_v[i]->rt_conf->listen, listen) == 0)
 			return (set->rs_v[i]);
 	return (NULL);
+}
+
+/* The TCP port of a, or 0 (unix, systemd). */
+static int
+tcp_port(const struct addr *a)
+{
+	if (a->a_unix || a->a_systemd)
+		return (0);
+	if (a->a_ss.ss_family == AF_INET)
+		return (ntohs(((const struct sockaddr_in *)&a->a_ss)->sin_port));
+	if (a->a_ss.ss_family == AF_INET6)
+		return (ntohs(((const struct sockaddr_in6 *)
+		    &a->a_ss)->sin6_port));
+	return (0);
 }
 
 static void
@@ -94,8 +114,18 @@ daemon_build(struct daemon *d, struct route_conf *rcs, size_t n,
 		if (find_listen(reuse, rt->rt_conf->listen) != NULL)
 			continue;
 		if (route_bind(rt, d->d_nworkers, why, sizeof(why)) == -1) {
+			int low = (errno == EACCES || errno == EPERM) &&
+			    d->d_privs.pv_dropped &&
+			    tcp_port(&rt->rt_listen) > 0 &&
+			    tcp_port(&rt->rt_listen) < 1024;
 			where(rt->rt_conf, at, sizeof(at));
-			snprintf(err, errlen, "%s%s", at, why);
+			snprintf(err, errlen, "%s%s%s%s%s", at, why, low ?
+			    ": ports below 1024 need root, and dmtls dropped its "
+			    "privileges to user " : "", low ?
+			    d->d_privs.pv_user : "", low ? " after start-up; "
+			    "restart dmtls to bind it, or let systemd pass the "
+			    "socket (listen = \"systemd:NAME\") or grant "
+			    "CAP_NET_BIND_SERVICE" : "");
 			goto fail;
 		}
 	}
@@ -189,6 +219,27 @@ daemon_reload(struct daemon *d)
 	    d->d_g.status) != 0))
 		log_msg(LOG_WARN, "reload", "status address changed; that "
 		    "takes a restart");
+	if ((cf.cf_g.user == NULL) != (d->d_g.user == NULL) ||
+	    (cf.cf_g.user != NULL && strcmp(cf.cf_g.user, d->d_g.user) != 0) ||
+	    (cf.cf_g.group == NULL) != (d->d_g.group == NULL) ||
+	    (cf.cf_g.group != NULL && strcmp(cf.cf_g.group,
+	    d->d_g.group) != 0))
+		log_msg(LOG_WARN, "reload", "user or group changed; that "
+		    "takes a restart");
+	if (cf.cf_g.sandbox != d->d_g.sandbox)
+		log_msg(LOG_WARN, "reload", "sandbox changed; that takes a "
+		    "restart");
+	for (i = 0; i < cf.cf_nroutes; i++) {
+		char why[640], at[256];
+		if (sandbox_check_route(&d->d_sb, &cf.cf_routes[i], why,
+		    sizeof(why)) == -1) {
+			where(&cf.cf_routes[i], at, sizeof(at));
+			snprintf(err, sizeof(err), "%s%s", at, why);
+			config_free(&cf);
+			reload_failed(d, err);
+			return;
+		}
+	}
 	if (daemon_build(d, cf.cf_routes, cf.cf_nroutes, &d->d_routes, &set,
 	    err, sizeof(err)) == -1) {
 		config_free(&cf);
@@ -312,6 +363,84 @@ switch_cb(evutil_socket_t fd, short what, void *arg)
 		event_active(&d->d_switched, 0, 0);
 }
 
+/* After the drop: every file the routes read must stay readable, or
+ * rotation would fail later; the config file, or reloads would. */
+static int
+readable(struct daemon *d, char *err, size_t errlen)
+{
+	const char *files[ROUTE_CONF_FILES_MAX];
+	size_t i, j, n;
+	int fd;
+
+	for (i = 0; i < d->d_routes.rs_n; i++) {
+		n = route_conf_files(d->d_routes.rs_v[i]->rt_conf, files,
+		    ROUTE_CONF_FILES_MAX);
+		for (j = 0; j < n; j++) {
+			if ((fd = open(files[j], O_RDONLY | O_CLOEXEC)) != -1) {
+				close(fd);
+				continue;
+			}
+			snprintf(err, errlen, "route %s: %s: user %s cannot read "
+			    "it (%s); make it readable by group %s (chgrp %s "
+			    "FILE; chmod g+r FILE)",
+			    d->d_routes.rs_v[i]->rt_conf->name, files[j],
+			    d->d_privs.pv_user, strerror(errno),
+			    d->d_privs.pv_group, d->d_privs.pv_group);
+			return (-1);
+		}
+	}
+	if (d->d_config != NULL && access(d->d_config, R_OK) == -1)
+		log_msg(LOG_WARN, "privileges", "user %s cannot read %s (%s); "
+		    "reloads will fail", d->d_privs.pv_user, d->d_config,
+		    strerror(errno));
+	return (0);
+}
+
+/*
+ * Drop privileges (user set), then confine (sandbox on), before any
+ * thread is started: Landlock binds only this thread and its children.
+ * 0, or an exit status.
+ */
+static int
+confine(struct daemon *d)
+{
+	char err[1024];
+	size_t i;
+
+	if (d->d_g.user != NULL) {
+		if (privs_resolve(d->d_g.user, d->d_g.group, &d->d_privs, err,
+		    sizeof(err)) == -1 ||
+		    privs_drop(&d->d_privs, err, sizeof(err)) == -1 ||
+		    (d->d_privs.pv_dropped && readable(d, err, sizeof(err)) ==
+		    -1)) {
+			log_msg(LOG_ERROR, "privileges", "%s", err);
+			return (2);
+		}
+		if (d->d_privs.pv_dropped)
+			log_msg(LOG_INFO, "privileges", "running as user %s "
+			    "(uid %lu), group %s (gid %lu), %d supplementary "
+			    "group(s)", d->d_privs.pv_user,
+			    (unsigned long)d->d_privs.pv_uid,
+			    d->d_privs.pv_group,
+			    (unsigned long)d->d_privs.pv_gid,
+			    d->d_privs.pv_ngroups);
+	}
+	if (!d->d_g.sandbox) {
+		log_msg(LOG_INFO, "sandbox", "off (sandbox = false)");
+		return (0);
+	}
+	if ((d->d_config != NULL && sandbox_add_config(&d->d_sb,
+	    d->d_config) == -1) || sandbox_add_listen(&d->d_sb,
+	    d->d_g.status) == -1)
+		return (1);
+	for (i = 0; i < d->d_routes.rs_n; i++)
+		if (sandbox_add_route(&d->d_sb, d->d_routes.rs_v[i]->rt_conf) ==
+		    -1)
+			return (1);
+	sandbox_apply(&d->d_sb);
+	return (0);
+}
+
 /* Make the workers' loops, with d_routes listening in each, and start
  * their threads.  0 or -1. */
 static int
@@ -376,6 +505,16 @@ daemon_run(struct daemon *d)
 		    d->d_g.status, err);
 		return (2);
 	}
+	if ((i = confine(d)) != 0) {
+		int k;
+		for (k = 0; k < 3; k++)
+			event_free(sig[k]);
+		status_free(d->d_status);
+		sandbox_free(&d->d_sb);
+		routeset_release(&d->d_routes);
+		event_base_free(d->d_base);
+		return (i);
+	}
 	if (workers_start(d) == -1) {
 		log_msg(LOG_ERROR, "start_failed", "cannot start the workers");
 		return (1);
@@ -413,6 +552,7 @@ daemon_run(struct daemon *d)
 		worker_free(&d->d_workers[i].dw_w);
 	}
 	event_base_free(d->d_base);
+	sandbox_free(&d->d_sb);
 	if (forced) {
 		log_msg(LOG_WARN, "stopped", "shutdown timeout: open "
 		    "connections were cut");

@@ -13,6 +13,8 @@
 #include <event2/event_struct.h>
 
 #include "conf.h"
+#include "privs.h"
+#include "sandbox.h"
 #include "worker.h"
 
 struct route_rt;
@@ -54,6 +56,8 @@ struct daemon {
 	int			 d_reload_ok;
 	char			 d_reload_err[1024];
 	unsigned		 d_reloads;
+	struct privs		 d_privs;	/* pv_dropped once we did */
+	struct sandbox		 d_sb;		/* what is in force */
 };
 
 /*

@@ -373,6 +373,25 @@ status_json(struct status *st, struct evbuffer *b)
 	    "\"time\":\"%s\",\"error\":", d->d_reload_ok ? "true" : "false",
 	    d->d_reloads, t);
 	json_str(b, d->d_reload_err);
+	evbuffer_add_printf(b, "},\"sandbox\":{\"no_new_privs\":%s,"
+	    "\"landlock\":", d->d_sb.sb_nnp ? "true" : "false");
+	if (d->d_sb.sb_landlock > 0)
+		evbuffer_add_printf(b, "%d", d->d_sb.sb_landlock);
+	else
+		evbuffer_add_printf(b, "\"%s\"", d->d_g.sandbox ?
+		    "unavailable" : "off");
+	evbuffer_add_printf(b, ",\"seccomp\":%s,\"sanitizers\":%s,"
+	    "\"user\":", d->d_sb.sb_seccomp ? "true" : "false",
+	    sandbox_sanitizers() ? "true" : "false");
+	if (d->d_privs.pv_dropped) {
+		json_str(b, d->d_privs.pv_user);
+		evbuffer_add_printf(b, ",\"group\":");
+		json_str(b, d->d_privs.pv_group);
+		evbuffer_add_printf(b, ",\"uid\":%lu,\"gid\":%lu",
+		    (unsigned long)d->d_privs.pv_uid,
+		    (unsigned long)d->d_privs.pv_gid);
+	} else
+		evbuffer_add_printf(b, "null");
 	evbuffer_add_printf(b, "},\"routes\":[");
 	for (i = 0; i < d->d_routes.rs_n; i++) {
 		struct route_rt *rt = d->d_routes.rs_v[i];

@@ -91,5 +91,10 @@ version_print(FILE *f)
 #if defined(__SANITIZE_ADDRESS__)
 	fprintf(f, "sanitizers: address, undefined (a test build: slower, "
 	    "more memory)\n");
+	fprintf(f, "sandbox: no_new_privs, Landlock, seccomp; relaxed for the "
+	    "sanitizers: /proc readable, ptrace allowed (LeakSanitizer)\n");
+#else
+	fprintf(f, "sandbox: no_new_privs, Landlock, seccomp (sandbox = false "
+	    "turns it off)\n");
 #endif
 }

@@ -24,7 +24,7 @@ import sys
 LAYERS = [
     ("main", [["main"]]),
     ("commands", [["cli", "healthcheck", "certs", "probe"],
-                  ("daemon", "status")]),
+                  ("daemon", "status"), ["sandbox", "privs"]]),
     ("config loader", [["conffile"]]),
     ("routes and workers", [["route"], ["worker"]]),
     ("connection", [["conn"]]),

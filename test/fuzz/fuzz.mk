@@ -25,11 +25,12 @@ endif
 
 CPPFLAGS_FUZZ	 = -I$(top_builddir) -I$(srcdir) -D_GNU_SOURCE \
 		   -include $(top_builddir)/config.h \
-		   -I$(WOLFSSL_FUZZ)/include $(LIBEVENT_CFLAGS) $(LIBCONFIG_CFLAGS)
+		   -I$(WOLFSSL_FUZZ)/include $(LIBEVENT_CFLAGS) $(LIBCONFIG_CFLAGS) \
+		   $(LIBSECCOMP_CFLAGS)
 CFLAGS_FUZZ	 = $(FUZZ_OPT) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -pthread \
 		   $(WARN_CFLAGS) -MMD -MP
 LIBS_FUZZ	 = $(WOLFSSL_FUZZ)/lib/libwolfssl.a $(LIBEVENT_LIBS) \
-		   $(LIBCONFIG_LIBS) -lm -lpthread
+		   $(LIBCONFIG_LIBS) $(LIBSECCOMP_LIBS) -lm -lpthread
 
 LIB_SRCS	 = $(filter %.c,$(DMTLS_SRCS))
 LIB_OBJS	 = $(patsubst %.c,$(FUZZ_OUT)/obj/%.o,$(LIB_SRCS))

@@ -362,3 +362,27 @@ def test_config_ssl_crl_forms(dmtls_bin, cpki, procs, tmp_path):
         'cert-allowed-cn = ["dm"];', 'cert-allowed-cn = ["dm"];\n  ssl-crl = ["%s", ""];' % crl, 1)
     bad.write_text(text)
     expect_config_error(dmtls_bin, str(bad), text, "ssl-crl", "ssl-crl", "names no file")
+
+
+def test_crl_in_its_own_folder_is_reread_under_the_sandbox(dmtls_bin, cpki, procs, tmp_path):
+    """The sandbox confines reading to the folders of the route's files
+    (route_conf_files): a CRL kept in a folder of its own is one of them,
+    so a new CRL put there is read on the next connection, not refused by
+    Landlock with the last good set kept."""
+    crldir = tmp_path / "crl-only"
+    crldir.mkdir()
+    crl = str(crldir / "ca.crl")
+    db = os.path.join(cpki.dir, ".state", "ca", "index.txt")
+    old = unrevoke(cpki, "gone")
+    try:
+        gencrl(cpki, crl)
+    finally:
+        with open(db, "w") as fh:
+            fh.write(old)
+    with EchoServer() as echo:
+        d, port = server(procs, dmtls_bin, cpki, echo, crl)
+        assert tls_refused(port, cpki, cert="gone") is None, d.log()
+        gencrl(cpki, crl + ".new")
+        os.replace(crl + ".new", crl)
+        assert tls_refused(port, cpki, cert="gone") is not None, d.log()
+        d.wait_log(REVOKED)
