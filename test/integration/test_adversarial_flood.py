@@ -533,6 +533,81 @@ def test_rst_mid_transfer_either_side_no_leak_no_loss(dmtls_bin, pki, procs, tmp
                    "dmtls's descriptors back to %d (now %d)" % (baseline, p.fd_count()))
 
 
+
+# -- (d) out of descriptors ---------------------------------------------------------
+
+EXHAUST_CLIENTS = 200
+EXHAUST_HOLD = 0.5  # seconds each client keeps its connection after its echo
+
+
+def test_fd_exhaustion_pauses_recovers_serves_without_spinning(dmtls_bin, pki, procs,
+                                                               slack):
+    """dmtls under `prlimit --nofile=64` with one worker; 200 clients at
+    once, each holding its connection half a second after its echo.  dmtls
+    runs out of descriptors and pauses accepting (event=accept_paused), the
+    others wait in the kernel backlog, and every one of the 200 is served
+    in the end (DESIGN 8: EMFILE pauses accept briefly; a client waiting in
+    the backlog is not refused).  While it is out of descriptors dmtls does
+    not spin: under half a core of CPU time, from /proc/PID/stat."""
+    with EchoServer() as backend:
+        port = free_port()
+        p = procs.start(["prlimit", "--nofile=64:64", "--", dmtls_bin, "server",
+                         "--listen", "127.0.0.1:%d" % port, "--target", backend.addr,
+                         "--ssl-ca", pki.ca, "--ssl-cert", pki.path("dm"),
+                         "--ssl-key", pki.key("dm"), "--cert-allowed-cn", "dm",
+                         "--workers", "1", "--handshake-timeout", "60s"], name="dmtls")
+        wait_listening(port, p)
+        p.wait_log(READY)
+        since = p.mark()
+        done, problems = [], []
+        go = threading.Event()
+
+        def client(i):
+            go.wait(30)
+            payload = b"client %d " % i * 8
+            try:
+                s = tls_connect(port, pki, timeout=90 * slack)
+                try:
+                    got = b""
+                    s.sendall(payload)
+                    while len(got) < len(payload):
+                        data = s.recv(4096)
+                        if not data:
+                            break
+                        got += data
+                    if got != payload:
+                        problems.append("client %d: echo %r" % (i, got[:32]))
+                        return
+                    time.sleep(EXHAUST_HOLD)  # holding the connection open
+                finally:
+                    s.close()
+                done.append(time.monotonic())
+            except (OSError, ssl.SSLError) as e:
+                problems.append("client %d: %s: %s" % (i, type(e).__name__, e))
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True)
+                   for i in range(EXHAUST_CLIENTS)]
+        for t in threads:
+            t.start()
+        go.set()
+        p.wait_log(r"event=accept_paused", timeout=30 * slack, since=since)
+        cpu0, t0 = _cpu_seconds(p.pid), time.monotonic()
+        for t in threads:
+            t.join(120 * slack)
+        took = time.monotonic() - t0
+        cpu = (_cpu_seconds(p.pid) - cpu0) / took
+        pauses = p.log()[since:].count("event=accept_paused")
+        print("fd exhaustion: %d of %d clients served, the last %.1fs after the "
+              "first pause; dmtls at %.2f cores meanwhile; %d accept_paused lines"
+              % (len(done), EXHAUST_CLIENTS, took, cpu, pauses))
+        assert not any(t.is_alive() for t in threads), "a client hung"
+        assert not problems, "%d: %s" % (len(problems), problems[:5])
+        assert len(done) == EXHAUST_CLIENTS
+        assert took >= 1.0, "served too fast to have been out of descriptors"
+        assert cpu < 0.5, "dmtls used %.2f CPU seconds per second while out of " \
+            "descriptors" % cpu
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["handshake-flood"]:
     a = sys.argv[2:]
     handshake_flood_main(int(a[0]), a[1], a[2], a[3], float(a[4]), int(a[5]))
