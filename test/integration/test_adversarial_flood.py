@@ -227,7 +227,8 @@ def test_handshake_flood_keeps_status_and_relay_responsive(dmtls_bin, pki, procs
     as fast as it can for 10 s.  Throughout, GET /healthz on the status
     listener answers 200 within 1 s and a connection relayed since before
     the flood keeps its echo p99 under 250 ms (loose bounds: a starved
-    event loop fails them, a slow machine does not)."""
+    event loop fails them, a slow machine does not; times ASAN_SLACK under
+    an ASan build, whose handshakes take longer on the same loop)."""
     with EchoServer() as backend:
         port, sp = free_port(), free_port()
         p = start_route(procs, dmtls_bin, pki, "server", port, backend.addr,
@@ -297,9 +298,9 @@ def test_handshake_flood_keeps_status_and_relay_responsive(dmtls_bin, pki, procs
         assert not problems, problems
         assert handshakes >= 200 // slack, "not a flood: %d handshakes" % handshakes
         assert len(health) >= 20 and len(echo_ms) >= 100, (len(health), len(echo_ms))
-        bad = [h for h in health if h[1] != 200 or h[0] >= 1.0]
+        bad = [h for h in health if h[1] != 200 or h[0] >= 1.0 * slack]
         assert not bad, "/healthz slow or failing during the flood: %s" % bad[:5]
-        assert p99 < 250, "echo p99 %.0f ms during the flood" % p99
+        assert p99 < 250 * slack, "echo p99 %.0f ms during the flood" % p99
 
 
 
