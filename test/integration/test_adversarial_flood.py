@@ -33,7 +33,6 @@ from test_load import _cpu_seconds, _sanitized, fd_baseline
 from test_status import parse_metrics, total
 from tlsclient import client_context, tls_connect
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 ASAN_SLACK = 3  # time bounds are multiplied by this under an ASan build
 NOFILE = 16384  # descriptors this test process may hold
 
