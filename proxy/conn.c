@@ -190,16 +190,19 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 struct conn *
-conn_new(const struct conn_params *p, int fd, const struct sockaddr *sa,
-    socklen_t salen)
+conn_new(const struct conn_params *p, int fd, int reserve,
+    const struct sockaddr *sa, socklen_t salen)
 {
 	struct conn *c;
 	int i;
 
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		close(fd);
+		if (reserve != -1)
+			close(reserve);
 		return (NULL);
 	}
+	c->c_reserve = reserve;
 	c->c_magic = CONN_MAGIC;
 	c->c_p = *p;
 	c->c_result = CONN_ALLOWED;
@@ -267,6 +270,16 @@ conn_start(struct conn *c)
 	conn_step(c);
 }
 
+/* Give back the descriptor held for the target's socket. */
+static void
+unreserve(struct conn *c)
+{
+	if (c->c_reserve != -1) {
+		close(c->c_reserve);
+		c->c_reserve = -1;
+	}
+}
+
 /*
  * Start or finish the connect to the target.  1 done, 0 waiting, -1
  * failed (why and the reason recorded; the caller closes).
@@ -280,10 +293,17 @@ conn_connect(struct conn *c)
 
 	if (ep->ep_fd == -1) {
 		ep->ep_fd = addr_connect(c->c_p.cp_addr);
-		if (ep->ep_fd == -1) {
-			err = errno;
-			goto fail;
+		if (ep->ep_fd == -1 && errno == EMFILE && c->c_reserve != -1) {
+			/* At the limit: the descriptor held since accept
+			 * is the target's. */
+			close(c->c_reserve);
+			c->c_reserve = -1;
+			ep->ep_fd = addr_connect(c->c_p.cp_addr);
 		}
+		err = errno;
+		unreserve(c);
+		if (ep->ep_fd == -1)
+			goto fail;
 		ep->ep_wr_wait = EV_WRITE;
 		return (0);
 	}
@@ -618,6 +638,7 @@ conn_close(struct conn *c, const char *reason)
 		endpoint_release(&c->c_ep[i]);
 		close_side(c, i, plain);
 	}
+	unreserve(c);
 	relay_free(&c->c_relay);
 	certset_release(c->c_cs);
 	c->c_magic = 0;

@@ -127,6 +127,8 @@ struct conn {
 	struct mysql		*c_my;		/* mysql routes, until relaying */
 	struct tls_params	 c_tlsp;	/* for the TLS side's session */
 	struct tls_session	 c_tls;
+	int			 c_reserve;	/* held for the target's socket, or
+						 * -1 once that socket exists */
 	int			 c_abort;	/* a corrupt or cut TLS stream: the
 						 * plaintext side gets a reset */
 	struct event		 c_more;	/* the relay spent its budget: go
@@ -135,11 +137,14 @@ struct conn {
 };
 
 /*
- * conn_new(p, fd, sa, salen): a connection for the accepted socket fd
- * (peer address sa), not started yet.  NULL when out of memory: fd is
- * closed and the end callback is not called.
+ * conn_new(p, fd, reserve, sa, salen): a connection for the accepted
+ * socket fd (peer address sa), not started yet.  reserve (or -1) is a
+ * descriptor held for the target's socket, so that a process at its
+ * descriptor limit still has one for it: the connection owns it and
+ * closes it once that socket exists.  NULL when out of memory: fd and
+ * reserve are closed and the end callback is not called.
  */
-struct conn *conn_new(const struct conn_params *, int,
+struct conn *conn_new(const struct conn_params *, int, int,
     const struct sockaddr *, socklen_t);
 
 /*

@@ -7,11 +7,14 @@
  * accepting, and extra clients wait in the kernel backlog until a
  * connection ends.
  */
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -346,10 +349,35 @@ fd_limit(void)
 	return (lim);
 }
 
-/* Hand an accepted socket to a new connection of l's worker. */
+/*
+ * A descriptor to hold for an accepted connection's target socket (a dup
+ * of one eventfd the process keeps), or -1 with errno set.  A server route
+ * makes that socket only after the handshake; holding its descriptor from
+ * accept on means a process at its descriptor limit stops accepting
+ * instead of accepting clients it then cannot connect.
+ */
+static int
+fd_reserve(void)
+{
+	static atomic_int anchor = -1;
+	int a = atomic_load(&anchor), fd;
+
+	if (a == -1) {
+		if ((fd = eventfd(0, EFD_CLOEXEC)) == -1)
+			return (-1);
+		if (atomic_compare_exchange_strong(&anchor, &a, fd))
+			a = fd;
+		else
+			close(fd);	/* another worker's came first: a */
+	}
+	return (fcntl(a, F_DUPFD_CLOEXEC, 0));
+}
+
+/* Hand an accepted socket, and the descriptor held for its target's, to a
+ * new connection of l's worker. */
 static void
-route_accepted(struct listener *l, int fd, const struct sockaddr *sa,
-    socklen_t len)
+route_accepted(struct listener *l, int fd, int reserve,
+    const struct sockaddr *sa, socklen_t len)
 {
 	struct route_rt *rt = l->l_rt;
 	struct conn_params p = rt->rt_cp;
@@ -359,7 +387,7 @@ route_accepted(struct listener *l, int fd, const struct sockaddr *sa,
 	route_hold(rt);
 	p.cp_base = l->l_w->w_base;
 	p.cp_arg = l;
-	if ((c = conn_new(&p, fd, sa, len)) == NULL) {
+	if ((c = conn_new(&p, fd, reserve, sa, len)) == NULL) {
 		route_conn_done(rt);
 		route_release(rt);
 		return;
@@ -375,7 +403,7 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 	struct route_rt *rt = l->l_rt;
 	struct sockaddr_storage ss;
 	socklen_t len;
-	int fd, n;
+	int fd, n, reserve, saved;
 
 	(void)what;
 	/* A bounded batch per wakeup keeps the loop fair to open conns. */
@@ -387,16 +415,23 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 				listener_resume(l);
 			return;
 		}
+		/* Two descriptors per client, both taken before it is. */
+		if ((reserve = fd_reserve()) == -1) {
+			listener_backoff(l, strerror(errno));
+			return;
+		}
 		len = sizeof(ss);
 		fd = accept4(lfd, (struct sockaddr *)&ss, &len,
 		    SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
-			if (errno == EMFILE || errno == ENFILE ||
-			    errno == ENOBUFS || errno == ENOMEM)
-				listener_backoff(l, strerror(errno));
+			saved = errno;
+			close(reserve);
+			if (saved == EMFILE || saved == ENFILE ||
+			    saved == ENOBUFS || saved == ENOMEM)
+				listener_backoff(l, strerror(saved));
 			return;
 		}
-		route_accepted(l, fd, (struct sockaddr *)&ss, len);
+		route_accepted(l, fd, reserve, (struct sockaddr *)&ss, len);
 		/* Descriptors are handed out lowest first: a high one means
 		 * few are left for target sockets.  Serve this client, then
 		 * let the next ones wait in the backlog for a moment. */
