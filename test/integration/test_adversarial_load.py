@@ -16,17 +16,22 @@ a test; 8 MiB under ASan, run with a 1 MiB quarantine, whose shadow memory
 and allocator add their own) while 128 MiB is offered to it.
 """
 
+import hashlib
 import os
+import random
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
 
-from backends import _Server, wait_until
-from conftest import free_port, open_connections, tcp_sockets
+from backends import EchoServer, _Server, wait_until
+from conftest import free_port, open_connections, tcp_sockets, wait_listening
 from mysqlfake import FakeClient, FakeMySQLServer, caching_sha2_scramble
-from routes import start_route
+from routes import (echo_once, route_lines, routes_block, security_lines, start_route,
+                    start_run, write_conf)
+from test_load import fd_baseline
 from tlsclient import client_context
 
 PUSH_TOTAL = 64 << 20      # bytes each pushing side offers
@@ -325,3 +330,481 @@ def test_never_reading_peers_mysql_route(dmtls_bin, pki, procs):
             return mysql_login(port, {b"H": "holder", b"P": "pusher"}[role]).sock
 
         never_reading_pair(p, dmtls_bin, backend, connect, False, True, warm)
+
+
+# -- a backend that flaps -------------------------------------------------------------
+
+FLAP_SECONDS = 30          # the issue's figure
+FLAP_CLIENTS = 6           # client threads, each one connection at a time
+FLAP_DEADLINE = 15         # s a client waits for anything (connect 2 s + handshake 5 s, doubled)
+FLAP_MAX = 32768           # largest echo payload
+
+
+def bound(port):
+    """A socket bound to 127.0.0.1:port (SO_REUSEADDR), not listening."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    return s
+
+
+def hard_close(sock):
+    """Close with a reset (SO_LINGER 0)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+class FlappingBackend:
+    """On a port the test owns, for `seconds`: phases of 0.2 to 1.2 s
+    (seeded) that refuse (nothing listens), accept and echo, or accept and
+    reset (SO_LINGER 0) after reading what comes within 0.2 s; a reset
+    phase also resets every echo connection still open.  .phases counts
+    the phases of each kind, .echoed the connections echoed to the end."""
+
+    def __init__(self, port, seconds, seed=10):
+        self.port, self.seconds = port, seconds
+        self.rng = random.Random(seed)
+        self.phases = {"refuse": 0, "echo": 0, "reset": 0}
+        self.mode = "refuse"
+        self.resets = 0
+        self.errors = []
+        self._gen = 0               # bumped by every reset phase
+        self._lock = threading.Lock()
+        self._threads = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        end = time.monotonic() + self.seconds
+        modes = ["refuse", "echo", "reset"]
+        while time.monotonic() < end:
+            mode = self.rng.choice(modes)
+            with self._lock:
+                self.mode = mode
+                self.phases[mode] += 1
+                if mode == "reset":
+                    self._gen += 1
+            until = min(end, time.monotonic() + self.rng.uniform(0.2, 1.2))
+            if mode == "refuse":
+                time.sleep(max(0, until - time.monotonic()))
+                continue
+            ls = bound(self.port)
+            ls.listen(64)
+            ls.settimeout(0.05)
+            while time.monotonic() < until:
+                try:
+                    conn, _ = ls.accept()
+                except socket.timeout:
+                    continue
+                t = threading.Thread(target=self._serve, args=(conn, mode), daemon=True)
+                self._threads.append(t)
+                t.start()
+            hard_close(ls)  # what waits in the backlog is reset
+        with self._lock:
+            self.mode = "refuse"
+        self._done.set()
+
+    def _serve(self, conn, mode):
+        conn.settimeout(0.05)
+        with self._lock:
+            gen = self._gen
+        end = time.monotonic() + (0.2 if mode == "reset" else 3 * FLAP_DEADLINE)
+        try:
+            while time.monotonic() < end:
+                with self._lock:
+                    if self._gen != gen:
+                        break  # a reset phase began: reset this one too
+                try:
+                    data = conn.recv(65536)
+                except socket.timeout:
+                    continue
+                if not data:
+                    conn.shutdown(socket.SHUT_WR)
+                    conn.close()
+                    return
+                if mode == "echo":
+                    conn.sendall(data)
+        except OSError:
+            pass  # dmtls gave up on it: fine
+        with self._lock:
+            self.resets += 1
+        hard_close(conn)
+
+    def wait(self, timeout):
+        assert self._done.wait(timeout), "the flapping backend did not finish"
+        for t in self._threads:
+            t.join(max(0.1, 3 * FLAP_DEADLINE))
+
+
+def flap_client(port, rng, stop, outcomes, bad):
+    """Echo random payloads through port until stop; each connection ends
+    in a full echo, or a prefix of it followed by EOF or a reset.  Anything
+    else (a wrong byte, a wait past FLAP_DEADLINE) goes to `bad`."""
+    while not stop.is_set():
+        payload = rng.randbytes(rng.randrange(1, FLAP_MAX))
+        got, how = bytearray(), None
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=FLAP_DEADLINE) as s:
+                s.sendall(payload)
+                while len(got) < len(payload):
+                    data = s.recv(65536)
+                    if not data:
+                        how = "eof"
+                        break
+                    got += data
+                else:
+                    how = "echo"
+        except socket.timeout:
+            bad.append("no echo, EOF or reset within %ss (%d of %d bytes back)"
+                       % (FLAP_DEADLINE, len(got), len(payload)))
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            how = "reset"
+        except OSError as e:
+            bad.append("%s: %s" % (type(e).__name__, e))
+            continue
+        if bytes(got) != payload[:len(got)]:
+            bad.append("wrong bytes: %d back, first difference at %d" % (
+                len(got), next(i for i, (a, b) in enumerate(zip(got, payload)) if a != b)))
+        outcomes[how] = outcomes.get(how, 0) + 1
+
+
+def test_flapping_backend_behind_client_and_server_routes(dmtls_bin, pki, procs, tmp_path):
+    """For 30 s the backend refuses, echoes or resets, in random phases,
+    behind a server route that a client route of the same dmtls dials:
+    every client gets its echo or a clean close (EOF or a reset) within
+    the deadlines, never a wrong byte; dmtls does not crash and its fd
+    count comes back to its baseline."""
+    client_port, server_port, backend_port = free_port(), free_port(), free_port()
+    timeouts = ['connect-timeout = "2s";', 'handshake-timeout = "5s";',
+                'close-timeout = "5s";']
+    text = "\n".join(
+        ['log-level = "info";'] + security_lines(pki) + routes_block(
+            route_lines("front", client_port, "127.0.0.1:%d" % server_port,
+                        timeouts, kind="client"),
+            route_lines("back", server_port, "127.0.0.1:%d" % backend_port,
+                        timeouts))) + "\n"
+    conf, _ = write_conf(tmp_path / "flap.conf", text)
+    p = start_run(procs, dmtls_bin, conf)
+    wait_listening(client_port, p)
+    wait_listening(server_port, p)
+    # a first echo opens what dmtls opens once, before the baseline
+    with EchoServer(sock=bound(backend_port)) as echo:
+        with socket.create_connection(("127.0.0.1", client_port), timeout=10) as s:
+            assert echo_once(s, b"warm") == b"warm"
+        wait_until(lambda: echo.results, 10, "the warm-up echo to end")
+    baseline = fd_baseline(p)
+
+    backend = FlappingBackend(backend_port, FLAP_SECONDS)
+    stop, outcomes, bad = threading.Event(), {}, []
+    clients = [threading.Thread(target=flap_client, daemon=True,
+                                args=(client_port, random.Random(i), stop, outcomes, bad))
+               for i in range(FLAP_CLIENTS)]
+    for t in clients:
+        t.start()
+    backend.wait(FLAP_SECONDS + 10)
+    stop.set()
+    for t in clients:
+        t.join(FLAP_DEADLINE + 5)
+    assert not any(t.is_alive() for t in clients), "a client is stuck"
+    print("flapping backend: phases %s, %d backend resets; client outcomes %s; "
+          "%d bad" % (backend.phases, backend.resets, outcomes, len(bad)))
+    assert not bad, "%d clients got neither an echo nor a clean close:\n  %s" % (
+        len(bad), "\n  ".join(bad[:20]))
+    assert outcomes.get("echo", 0) > 0, outcomes
+    assert outcomes.get("eof", 0) + outcomes.get("reset", 0) > 0, outcomes
+    assert p.proc.poll() is None, "dmtls died:\n" + p.log()[-3000:]
+    wait_until(lambda: p.fd_count() <= baseline, 30,
+               "dmtls's fd count back to %d (now %d)" % (baseline, p.fd_count()))
+
+
+# -- rotation under load --------------------------------------------------------------
+
+ROTATIONS = 100            # leaf rotations (certificate and key)
+CA_EVERY = 10              # a new CA joins the bundle before every 10th leaf
+TRANSFERS = 50             # concurrent long transfers
+TRANSFER_MIN = 4 << 20     # bytes each transfer echoes, at least (1 MiB under ASan)
+TRANSFER_CHUNK = 16384
+TRANSFER_PAUSE = 0.03      # s between a transfer's round trips: load, not a flood
+CHURN = 4                  # threads opening new connections all along
+SEEN_AFTER = 2             # new connections each rotation waits for
+
+
+class RotationPKI:
+    """CAs and leaves made in-process (python3-cryptography, ECDSA P-256):
+    cas[i] (PEM), a client leaf (CN dm) per CA in client_files[i], and the
+    server leaf of generation g (0..ROTATIONS, signed by CA g // CA_EVERY
+    rounded as the rotation plan says) as leaves[g] = (cert PEM, key PEM)
+    with serials[serial] = g."""
+
+    def __init__(self, folder, rotations, ca_every):
+        from cryptography.hazmat.primitives.asymmetric import ec
+        self._ec = ec
+        self.folder = folder
+        ncas = (rotations + ca_every - 1) // ca_every + 1
+        self.cas = [self._ca(i) for i in range(ncas)]
+        self.client_files = []
+        for i, (ca_cert, ca_key, _) in enumerate(self.cas):
+            cert, key = self._leaf(ca_cert, ca_key, "dm")
+            paths = (os.path.join(folder, "client-%d.pem" % i),
+                     os.path.join(folder, "client-%d-key.pem" % i))
+            for path, data in zip(paths, (cert, key)):
+                with open(path, "wb") as f:
+                    f.write(data)
+            self.client_files.append(paths)
+        self.trust = os.path.join(folder, "all-cas.pem")
+        with open(self.trust, "wb") as f:
+            f.write(b"".join(pem for _, _, pem in self.cas))
+        self.leaves, self.serials = [], {}
+        for g in range(rotations + 1):
+            ca_cert, ca_key, _ = self.cas[self.ca_of(g, ca_every)]
+            cert, key = self._leaf(ca_cert, ca_key, "dm", serial_of=g)
+            self.leaves.append((cert, key))
+
+    @staticmethod
+    def ca_of(g, ca_every):
+        """Index of the CA that signs leaf generation g: CA i joins the
+        bundle just before leaf (i - 1) * ca_every + 1."""
+        return 0 if g == 0 else (g - 1) // ca_every + 1
+
+    def _name(self, cn):
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def _builder(self, subject, issuer, pub, serial):
+        import datetime
+        from cryptography import x509
+        now = datetime.datetime.now(datetime.timezone.utc)
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+                .public_key(pub).serial_number(serial)
+                .not_valid_before(now - datetime.timedelta(hours=1))
+                .not_valid_after(now + datetime.timedelta(days=1)))
+
+    def _ca(self, i):
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        key = self._ec.generate_private_key(self._ec.SECP256R1())
+        name = self._name("rotation CA %d" % i)
+        cert = (self._builder(name, name, key.public_key(), x509.random_serial_number())
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+                .add_extension(x509.KeyUsage(False, False, False, False, False, True,
+                                             True, False, False), True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(
+                    key.public_key()), False)
+                .sign(key, hashes.SHA256()))
+        return cert, key, cert.public_bytes(serialization.Encoding.PEM)
+
+    def _leaf(self, ca_cert, ca_key, cn, serial_of=None):
+        import ipaddress
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.x509.oid import ExtendedKeyUsageOID
+        key = self._ec.generate_private_key(self._ec.SECP256R1())
+        serial = x509.random_serial_number()
+        cert = (self._builder(self._name(cn), ca_cert.subject, key.public_key(), serial)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+                .add_extension(x509.KeyUsage(True, False, False, False, False, False,
+                                             False, False, False), True)
+                .add_extension(x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                    False)
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"),
+                     x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    ca_key.public_key()), False)
+                .sign(ca_key, hashes.SHA256()))
+        if serial_of is not None:
+            self.serials[serial] = serial_of
+        return (cert.public_bytes(serialization.Encoding.PEM),
+                key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+
+
+def replace(path, data):
+    """Write data beside path, then rename it over path (atomic)."""
+    tmp = path + ".new"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class Rotation:
+    """The state on disk, as clients read it before they connect: .leaf
+    (the last leaf generation whose certificate and key are both in
+    place), .started (the generation being moved in) and .ca (the last CA
+    index added to the bundle)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.leaf = self.started = self.ca = 0
+
+    def snapshot(self):
+        with self.lock:
+            return self.leaf, self.ca
+
+
+def serial_seen(sock):
+    from cryptography import x509
+    return x509.load_der_x509_certificate(sock.getpeercert(binary_form=True)).serial_number
+
+
+def test_rotation_under_load_100_leaves_10_cas(dmtls_bin, pki, procs, tmp_path):
+    """100 rotations of a server route's certificate and key (each leaf a
+    new serial) and 10 of its CA bundle (the new CA joins the bundle before
+    the leaves, server's and clients', move to it), during 50 concurrent
+    long echo transfers and a steady churn of new connections: no
+    connection fails, every transfer comes back intact (SHA-256), and every
+    connection made after a rotation completed sees that rotation's serial
+    or a later one."""
+    folder = str(tmp_path)
+    rp = RotationPKI(folder, ROTATIONS, CA_EVERY)
+    ca_file = os.path.join(folder, "ca-bundle.pem")
+    cert_file = os.path.join(folder, "cert.pem")
+    key_file = os.path.join(folder, "key.pem")
+    bundle = [rp.cas[0][2]]
+    replace(ca_file, bundle[0])
+    replace(cert_file, rp.leaves[0][0])
+    replace(key_file, rp.leaves[0][1])
+    ctxs = [client_context(pki, cert=files, ca=rp.trust) for files in rp.client_files]
+    minimum = TRANSFER_MIN // 4 if sanitized(dmtls_bin) else TRANSFER_MIN
+    state = Rotation()
+    failures, seen, transfers = [], [], []
+    done = threading.Event()
+
+    def connect():
+        """A new TLS connection with the client leaf of the newest CA in
+        the bundle; returns (socket, the leaf generation complete on disk
+        before connecting, the newest CA in the bundle then, the
+        generation the server presented)."""
+        leaf, ca = state.snapshot()
+        raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+        try:
+            s = ctxs[ca].wrap_socket(raw, server_hostname="localhost")
+        except BaseException:
+            raw.close()
+            raise
+        return s, leaf, ca, rp.serials.get(serial_seen(s))
+
+    def check_serial(what, leaf, gen):
+        with state.lock:
+            started = state.started
+        if gen is None or not leaf <= gen <= started:
+            failures.append("%s: connected when leaf %d was in place, saw leaf %s "
+                            "(latest moving in: %d)" % (what, leaf, gen, started))
+
+    def transfer(i):
+        try:
+            s, leaf, _, gen = connect()
+        except (OSError, ssl.SSLError) as e:
+            failures.append("transfer %d: connect: %s" % (i, e))
+            return
+        check_serial("transfer %d" % i, leaf, gen)
+        rng = random.Random(i)
+        up, back, n = hashlib.sha256(), hashlib.sha256(), 0
+        try:
+            while n < minimum or not done.is_set():
+                chunk = rng.randbytes(TRANSFER_CHUNK)
+                up.update(chunk)
+                got = echo_once(s, chunk)
+                back.update(got)
+                n += len(chunk)
+                if len(got) != len(chunk):
+                    failures.append("transfer %d: %d of %d bytes back after %d" % (
+                        i, len(got), len(chunk), n))
+                    return
+                time.sleep(TRANSFER_PAUSE)
+            transfers.append((i, n, up.hexdigest() == back.hexdigest()))
+        except (OSError, ssl.SSLError) as e:
+            failures.append("transfer %d after %d bytes: %s" % (i, n, e))
+        finally:
+            s.close()
+
+    def churn(j):
+        k = 0
+        while not done.is_set():
+            k += 1
+            what = "churn %d.%d" % (j, k)
+            try:
+                s, leaf, ca, gen = connect()
+                try:
+                    payload = b"%s" % what.encode()
+                    if echo_once(s, payload) != payload:
+                        failures.append("%s: echo broken" % what)
+                finally:
+                    s.close()
+            except (OSError, ssl.SSLError) as e:
+                failures.append("%s: %s" % (what, e))
+                continue
+            check_serial(what, leaf, gen)
+            with state.lock:
+                seen.append((leaf, ca, gen))
+
+    def wait_seen(leaf, ca):
+        """Until SEEN_AFTER new connections made once leaf `leaf` and CA
+        `ca` were in place have ended (bounded)."""
+        wait_until(lambda: sum(1 for l, c, _ in list(seen) if l >= leaf and c >= ca)
+                   >= SEEN_AFTER or failures, 20,
+                   "%d connections after leaf %d, CA %d" % (SEEN_AFTER, leaf, ca))
+
+    with EchoServer() as echo:
+        port = free_port()
+        p = start_route(procs, dmtls_bin, pki, "server", port, echo.addr, ca=ca_file,
+                        cert=(cert_file, key_file), allowed="dm")
+        threads = [threading.Thread(target=transfer, args=(i,), daemon=True)
+                   for i in range(TRANSFERS)]
+        threads += [threading.Thread(target=churn, args=(j,), daemon=True)
+                    for j in range(CHURN)]
+        for t in threads:
+            t.start()
+        t0 = time.monotonic()
+        try:
+            wait_seen(0, 0)
+            for g in range(1, ROTATIONS + 1):
+                ca = rp.ca_of(g, CA_EVERY)
+                if ca > state.ca:
+                    bundle.append(rp.cas[ca][2])
+                    replace(ca_file, b"".join(bundle))
+                    with state.lock:
+                        state.ca = ca
+                    # the leaves move only once the new bundle is in use:
+                    # a connection that meets the key renamed and not yet
+                    # the certificate gets the last good set, which must
+                    # already trust the CA its client certificate is from
+                    wait_seen(g - 1, ca)
+                with state.lock:
+                    state.started = g
+                cert, key = rp.leaves[g]
+                replace(key_file, key)
+                replace(cert_file, cert)
+                with state.lock:
+                    state.leaf = g
+                wait_seen(g, ca)
+                if failures:
+                    break
+        finally:
+            rotated = time.monotonic() - t0
+            done.set()
+            for t in threads:
+                t.join(60)
+        stuck = [t for t in threads if t.is_alive()]
+    gens = {gen for _, _, gen in seen}
+    nbytes = sum(n for _, n, _ in transfers)
+    print("rotation under load: %d rotations (%d CAs) in %.1fs; %d new connections; "
+          "%d transfers, %d MiB echoed; %d failures" % (
+              state.leaf, state.ca, rotated, len(seen), len(transfers), nbytes >> 20,
+              len(failures)))
+    assert not failures, "%d failures:\n  %s" % (len(failures), "\n  ".join(failures[:20]))
+    assert not stuck, "%d threads still running" % len(stuck)
+    assert state.leaf == ROTATIONS
+    assert len(transfers) == TRANSFERS
+    assert all(ok for _, _, ok in transfers), "transfers corrupted: %r" % [
+        i for i, _, ok in transfers if not ok]
+    assert gens >= set(range(ROTATIONS + 1)), "generations no connection saw: %s" % (
+        sorted(set(range(ROTATIONS + 1)) - gens))
