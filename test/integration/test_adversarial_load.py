@@ -32,7 +32,7 @@ import subprocess
 import threading
 import time
 
-from backends import EchoServer, _Server, wait_until
+from backends import EchoServer, TLSServer, _Server, wait_until
 from conftest import free_port, open_connections, tcp_sockets, wait_listening
 from mysqlfake import FakeClient, FakeMySQLServer, caching_sha2_scramble
 from routes import (echo_once, route_lines, routes_block, security_lines, start_route,
@@ -347,7 +347,7 @@ def test_never_reading_peers_mysql_route(dmtls_bin, pki, procs):
 # -- a backend that flaps -------------------------------------------------------------
 
 FLAP_SECONDS = 30          # the issue's figure
-FLAP_CLIENTS = 6           # client threads, each one connection at a time
+FLAP_CLIENTS = 3           # client threads per route, each one connection at a time
 FLAP_DEADLINE = 15         # s a client waits for anything (connect 2 s + handshake 5 s, doubled)
 FLAP_MAX = 32768           # largest echo payload
 
@@ -371,18 +371,17 @@ def hard_close(sock):
 
 class FlappingBackend:
     """On a port the test owns, for `seconds`: phases of 0.2 to 1.2 s
-    (seeded) that refuse (nothing listens), accept and echo, or accept and
-    reset (SO_LINGER 0) after reading what comes within 0.2 s; a reset
-    phase also resets every echo connection still open.  .phases counts
-    the phases of each kind, .echoed the connections echoed to the end."""
+    (seeded) that refuse (nothing listens), accept and echo (over TLS
+    when `ctx` is an ssl server context), or accept and reset (SO_LINGER
+    0) after reading what comes within 0.2 s, TLS handshake or not; a
+    reset phase also resets every echo connection still open.  .phases
+    counts the phases of each kind, .resets the connections reset."""
 
-    def __init__(self, port, seconds, seed=10):
-        self.port, self.seconds = port, seconds
+    def __init__(self, port, seconds, seed=10, ctx=None):
+        self.port, self.seconds, self.ctx = port, seconds, ctx
         self.rng = random.Random(seed)
         self.phases = {"refuse": 0, "echo": 0, "reset": 0}
-        self.mode = "refuse"
         self.resets = 0
-        self.errors = []
         self._gen = 0               # bumped by every reset phase
         self._lock = threading.Lock()
         self._threads = []
@@ -392,11 +391,9 @@ class FlappingBackend:
 
     def _run(self):
         end = time.monotonic() + self.seconds
-        modes = ["refuse", "echo", "reset"]
         while time.monotonic() < end:
-            mode = self.rng.choice(modes)
+            mode = self.rng.choice(["refuse", "echo", "reset"])
             with self._lock:
-                self.mode = mode
                 self.phases[mode] += 1
                 if mode == "reset":
                     self._gen += 1
@@ -416,16 +413,17 @@ class FlappingBackend:
                 self._threads.append(t)
                 t.start()
             hard_close(ls)  # what waits in the backlog is reset
-        with self._lock:
-            self.mode = "refuse"
         self._done.set()
 
     def _serve(self, conn, mode):
-        conn.settimeout(0.05)
         with self._lock:
             gen = self._gen
         end = time.monotonic() + (0.2 if mode == "reset" else 3 * FLAP_DEADLINE)
         try:
+            if mode == "echo" and self.ctx is not None:
+                conn.settimeout(5)
+                conn = self.ctx.wrap_socket(conn, server_side=True)
+            conn.settimeout(0.05)
             while time.monotonic() < end:
                 with self._lock:
                     if self._gen != gen:
@@ -435,13 +433,15 @@ class FlappingBackend:
                 except socket.timeout:
                     continue
                 if not data:
+                    if self.ctx is not None and mode == "echo":
+                        conn = conn.unwrap()
                     conn.shutdown(socket.SHUT_WR)
                     conn.close()
                     return
                 if mode == "echo":
                     conn.sendall(data)
-        except OSError:
-            pass  # dmtls gave up on it: fine
+        except (OSError, ssl.SSLError):
+            pass  # dmtls gave up on it, or it came in a reset phase: fine
         with self._lock:
             self.resets += 1
         hard_close(conn)
@@ -477,65 +477,88 @@ def flap_client(port, rng, stop, outcomes, bad):
                 else:
                     how = "echo"
         except socket.timeout:
-            bad.append("no echo, EOF or reset within %ss (%d of %d bytes back)"
-                       % (FLAP_DEADLINE, len(got), len(payload)))
+            bad.append("port %d: no echo, EOF or reset within %ss (%d of %d bytes back)"
+                       % (port, FLAP_DEADLINE, len(got), len(payload)))
             continue
         except (ConnectionResetError, BrokenPipeError):
             how = "reset"
         except OSError as e:
-            bad.append("%s: %s" % (type(e).__name__, e))
+            bad.append("port %d: %s: %s" % (port, type(e).__name__, e))
             continue
         if bytes(got) != payload[:len(got)]:
-            bad.append("wrong bytes: %d back, first difference at %d" % (
-                len(got), next(i for i, (a, b) in enumerate(zip(got, payload)) if a != b)))
-        outcomes[how] = outcomes.get(how, 0) + 1
+            bad.append("port %d: wrong bytes: %d back, first difference at %d" % (
+                port, len(got),
+                next(i for i, (a, b) in enumerate(zip(got, payload)) if a != b)))
+        key = (port, how)
+        outcomes[key] = outcomes.get(key, 0) + 1
+        if how != "echo":
+            time.sleep(0.02)  # a refused client comes back, but does not flood
 
 
 def test_flapping_backend_behind_client_and_server_routes(dmtls_bin, pki, procs, tmp_path):
-    """For 30 s the backend refuses, echoes or resets, in random phases,
-    behind a server route that a client route of the same dmtls dials:
-    every client gets its echo or a clean close (EOF or a reset) within
-    the deadlines, never a wrong byte; dmtls does not crash and its fd
-    count comes back to its baseline."""
-    client_port, server_port, backend_port = free_port(), free_port(), free_port()
+    """For 30 s two backends refuse, echo or reset, in random phases: a
+    plain one behind a server route that a client route of the same dmtls
+    dials ("chain"), and a TLS one right behind a second client route
+    ("direct").  Every client gets its echo or a clean close (EOF or a
+    reset) within the deadlines, never a wrong byte; dmtls does not crash
+    and its fd count comes back to its baseline."""
+    chain_port, server_port, plain_port = free_port(), free_port(), free_port()
+    direct_port, tls_port = free_port(), free_port()
     timeouts = ['connect-timeout = "2s";', 'handshake-timeout = "5s";',
                 'close-timeout = "5s";']
     text = "\n".join(
         ['log-level = "info";'] + security_lines(pki) + routes_block(
-            route_lines("front", client_port, "127.0.0.1:%d" % server_port,
+            route_lines("chain", chain_port, "127.0.0.1:%d" % server_port,
                         timeouts, kind="client"),
-            route_lines("back", server_port, "127.0.0.1:%d" % backend_port,
-                        timeouts))) + "\n"
+            route_lines("back", server_port, "127.0.0.1:%d" % plain_port, timeouts),
+            route_lines("direct", direct_port, "127.0.0.1:%d" % tls_port,
+                        timeouts, kind="client"))) + "\n"
     conf, _ = write_conf(tmp_path / "flap.conf", text)
     p = start_run(procs, dmtls_bin, conf)
-    wait_listening(client_port, p)
-    wait_listening(server_port, p)
-    # a first echo opens what dmtls opens once, before the baseline
-    with EchoServer(sock=bound(backend_port)) as echo:
-        with socket.create_connection(("127.0.0.1", client_port), timeout=10) as s:
+    for port in (chain_port, server_port, direct_port):
+        wait_listening(port, p)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki.path("dm"), pki.key("dm"))
+    ctx.load_verify_locations(pki.ca)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    # a first echo each way opens what dmtls opens once, before the baseline
+    with EchoServer(sock=bound(plain_port)) as echo:
+        with socket.create_connection(("127.0.0.1", chain_port), timeout=10) as s:
             assert echo_once(s, b"warm") == b"warm"
         wait_until(lambda: echo.results, 10, "the warm-up echo to end")
+    with TLSServer(pki.path("dm"), pki.key("dm"), pki.ca, sock=bound(tls_port)) as tls:
+        with socket.create_connection(("127.0.0.1", direct_port), timeout=10) as s:
+            assert echo_once(s, b"warm") == b"warm"
+        wait_until(lambda: tls.results, 10, "the warm-up TLS echo to end")
     baseline = fd_baseline(p)
 
-    backend = FlappingBackend(backend_port, FLAP_SECONDS)
+    backends = [FlappingBackend(plain_port, FLAP_SECONDS, seed=10),
+                FlappingBackend(tls_port, FLAP_SECONDS, seed=11, ctx=ctx)]
     stop, outcomes, bad = threading.Event(), {}, []
     clients = [threading.Thread(target=flap_client, daemon=True,
-                                args=(client_port, random.Random(i), stop, outcomes, bad))
-               for i in range(FLAP_CLIENTS)]
+                                args=(port, random.Random(i), stop, outcomes, bad))
+               for i in range(FLAP_CLIENTS) for port in (chain_port, direct_port)]
     for t in clients:
         t.start()
-    backend.wait(FLAP_SECONDS + 10)
+    for b in backends:
+        b.wait(FLAP_SECONDS + 10)
     stop.set()
     for t in clients:
         t.join(FLAP_DEADLINE + 5)
     assert not any(t.is_alive() for t in clients), "a client is stuck"
-    assert backend.join(10), "backend connections still open 10 s after the clients stopped"
-    print("flapping backend: phases %s, %d backend resets; client outcomes %s; "
-          "%d bad" % (backend.phases, backend.resets, outcomes, len(bad)))
+    for b in backends:
+        assert b.join(10), "backend connections still open 10 s after the clients stopped"
+    print("flapping backends: phases %s, %s; backend resets %d, %d; client outcomes "
+          "chain %s, direct %s; %d bad" % (
+              backends[0].phases, backends[1].phases, backends[0].resets,
+              backends[1].resets, {h: n for (pt, h), n in outcomes.items() if pt == chain_port},
+              {h: n for (pt, h), n in outcomes.items() if pt == direct_port}, len(bad)))
     assert not bad, "%d clients got neither an echo nor a clean close:\n  %s" % (
         len(bad), "\n  ".join(bad[:20]))
-    assert outcomes.get("echo", 0) > 0, outcomes
-    assert outcomes.get("eof", 0) + outcomes.get("reset", 0) > 0, outcomes
+    for port in (chain_port, direct_port):
+        assert outcomes.get((port, "echo"), 0) > 0, outcomes
+        assert outcomes.get((port, "eof"), 0) + outcomes.get((port, "reset"), 0) > 0, \
+            outcomes
     assert p.proc.poll() is None, "dmtls died:\n" + p.log()[-3000:]
     wait_until(lambda: p.fd_count() <= baseline, 30,
                "dmtls's fd count back to %d (now %d)" % (baseline, p.fd_count()))
