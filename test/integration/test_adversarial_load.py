@@ -28,7 +28,6 @@ import random
 import socket
 import ssl
 import struct
-import subprocess
 import threading
 import time
 
@@ -37,7 +36,7 @@ from conftest import free_port, open_connections, tcp_sockets, wait_listening
 from mysqlfake import FakeClient, FakeMySQLServer, caching_sha2_scramble
 from routes import (echo_once, route_lines, routes_block, security_lines, start_route,
                     start_run, write_conf)
-from test_load import fd_baseline
+from test_load import _sanitized as sanitized, fd_baseline
 from tlsclient import client_context
 
 PUSH_TOTAL = 64 << 20      # bytes each pushing side offers
@@ -50,13 +49,6 @@ RSS_LIMIT_ASAN_KB = 8192   # the same under ASan, its quarantine cut to 1 MiB
 # plaintext per byte of TLS 1.3 on the wire, at most (full records: 5 bytes
 # of header, 1 of content type and 16 of AES-GCM tag per 16 KiB)
 TLS_PLAIN = 16384 / (16384 + 22)
-
-
-def sanitized(dmtls_bin):
-    """True for an --enable-asan build (as test_load.py tells it)."""
-    out = subprocess.run([dmtls_bin, "version"], capture_output=True,
-                         text=True, timeout=10).stdout
-    return "sanitizers:" in out
 
 
 def small_quarantine():
@@ -181,8 +173,9 @@ class NeverReads(_Server):
 
 class NeverReadsMySQL(FakeMySQLServer):
     """The fake MySQL server; after a successful login user "pusher" gets
-    PUSH_TOTAL bytes of result packets and is never read again, user
-    "holder" is never read again."""
+    PUSH_TOTAL random bytes (dmtls relays bytes untouched once the auth
+    phase is over) and is never read again, user "holder" is never read
+    again."""
 
     def __init__(self, *a, **kw):
         self.socks, self.pushes = {}, {}
