@@ -127,7 +127,9 @@ def _hexaddr(text):
 def tcp_sockets(path=None):
     """Every TCP socket of the machine: a list of dicts with local and
     remote ((ip, port)), state ("LISTEN", "ESTABLISHED"...), rx_queue (for
-    a listener: connections waiting to be accepted) and inode."""
+    a listener: connections waiting to be accepted; else bytes received
+    that the owner has not read), tx_queue (bytes written and not yet
+    acknowledged by the peer) and inode."""
     out = []
     for p in ([path] if path else ["/proc/net/tcp", "/proc/net/tcp6"]):
         try:
@@ -140,7 +142,7 @@ def tcp_sockets(path=None):
             tx, rx = w[4].split(":")
             out.append({"local": _hexaddr(w[1]), "remote": _hexaddr(w[2]),
                         "state": TCP_STATES.get(w[3], w[3]), "rx_queue": int(rx, 16),
-                        "inode": int(w[9])})
+                        "tx_queue": int(tx, 16), "inode": int(w[9])})
     return out
 
 
