@@ -362,10 +362,11 @@ class TLSServer(_Server):
     ``.peer_cns`` (client leaf CN or None), ``.alpns`` (selected protocol or
     None), ``.versions`` ("TLSv1.3"...) and ``.snis`` (SNI sent by the client
     or None).  Handshake failures go to ``.errors``.  `min_version` /
-    `max_version` are ssl.TLSVersion values."""
+    `max_version` are ssl.TLSVersion values; `sock`: a bound socket to
+    listen on instead of a fresh one on 127.0.0.1."""
 
     def __init__(self, cert, key, ca, require_client_cert=True, alpn=None,
-                 min_version=None, max_version=None, handshake_timeout=10):
+                 min_version=None, max_version=None, handshake_timeout=10, sock=None):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
         if ca:
@@ -382,7 +383,7 @@ class TLSServer(_Server):
         self.handshake_timeout = handshake_timeout
         self.peer_cns, self.alpns, self.versions, self.snis = [], [], [], []
         self._local = threading.local()
-        super().__init__()
+        super().__init__(sock=sock)
 
     def _on_sni(self, sslobj, name, ctx):
         self._local.sni = name
