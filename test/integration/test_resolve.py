@@ -11,6 +11,7 @@ goes.  Needs root (mount namespaces), as the rest of the suite.
 
 import os
 import re
+import signal
 import socket
 import struct
 import threading
@@ -183,17 +184,18 @@ def test_literal_target_never_resolves(procs, dmtls_bin, pki, tmp_path):
 
 class SlowDNS:
     """A DNS server on 127.0.0.77:53 (UDP) that answers A queries with
-    `address` after `delay` seconds (AAAA: no record).  .answered counts
-    the replies sent."""
+    `address` after `delay` seconds (AAAA: no record).  .received and
+    .answered count the queries and the replies sent."""
 
     def __init__(self, address="127.0.0.2", delay=0.0):
         self.delay, self.address = delay, address
-        self.answered = 0
+        self.answered = self.received = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.77", 53))
         self.sock.settimeout(0.1)
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._timers = []
         self._t = threading.Thread(target=self._loop, daemon=True)
         self._t.start()
 
@@ -218,12 +220,18 @@ class SlowDNS:
                 q, peer = self.sock.recvfrom(512)
             except socket.timeout:
                 continue
-            delay = self.delay
-            threading.Timer(delay, self._reply, (q, peer)).start()
+            with self._lock:
+                self.received += 1
+            t = threading.Timer(self.delay, self._reply, (q, peer))
+            t.daemon = True
+            t.start()
+            self._timers.append(t)
 
     def close(self):
         self._stop.set()
         self._t.join()
+        for t in self._timers:
+            t.cancel()
         self.sock.close()
 
 
@@ -262,3 +270,29 @@ def _bound(host):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((host, 0))
     return s
+
+
+def test_shutdown_cuts_connections_whose_lookups_run(procs, dmtls_bin, pki, tmp_path):
+    """More lookups than resolver threads, none answered: at the shutdown
+    deadline every connection is cut, running and queued lookups alike,
+    and dmtls exits (status 1: connections were cut) with no report."""
+    dns = SlowDNS(delay=60.0)
+    socks = []
+    try:
+        ns = Namespace(tmp_path, nsswitch=NSSWITCH_DNS,
+                       resolv="nameserver 127.0.0.77\noptions timeout:30 attempts:1\n")
+        port = free_port()
+        conf = route_conf(tmp_path, pki, port, "slow.test:9", top=['shutdown-timeout = "1s";'],
+                          extra=['connect-timeout = "60s";'])
+        d = start_ns_run(procs, dmtls_bin, ns, conf, expect_status=1)
+        for _ in range(8):
+            socks.append(tls_connect(port, pki, timeout=20))
+        # Every connection is waiting for its lookup (4 run, 4 queued).
+        wait_until(lambda: dns.received >= 8, timeout=10, msg="4 lookups running (A and AAAA each)")
+        d.kill(signal.SIGTERM)
+        assert d.wait(timeout=15) == 1
+        assert d.log().count("reason=\"shutdown timeout\"") == 8, d.log()
+    finally:
+        for s in socks:
+            s.close()
+        dns.close()
