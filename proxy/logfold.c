@@ -96,9 +96,11 @@ logfold_fail(struct logfold *f, const char *event, const char *reason)
 	if (f->lf_failures++ == 0)
 		f->lf_since_ms = now;
 	atomic_store(&f->lf_down, 1);
-	due(f, now);
 	for (i = 0; i < LOGFOLD_KINDS; i++) {
 		k = &f->lf_k[i];
+		if (k->k_used && k->k_pending == 0 && now - k->k_last_ms >=
+		    LOGFOLD_FORGET_MS)
+			k->k_used = 0;		/* gone quiet: forgotten */
 		if (k->k_used && strcmp(k->k_event, event) == 0 &&
 		    strncmp(k->k_reason, reason, sizeof(k->k_reason) - 1) ==
 		    0) {
@@ -106,7 +108,6 @@ logfold_fail(struct logfold *f, const char *event, const char *reason)
 			k->k_pending++;
 			k->k_last_ms = now;
 			f->lf_folded = 1;
-			due(f, now);
 			first = 0;
 			goto out;
 		}
@@ -123,6 +124,7 @@ logfold_fail(struct logfold *f, const char *event, const char *reason)
 	snprintf(lru->k_reason, sizeof(lru->k_reason), "%s", reason);
 	lru->k_line_ms = lru->k_last_ms = now;
 out:
+	due(f, now);		/* this repeat included */
 	pthread_mutex_unlock(&f->lf_lock);
 	return (first);
 }
