@@ -590,6 +590,18 @@ conn_fail(struct conn *c, enum conn_result result, const char *fmt, ...)
 	conn_close(c, NULL);
 }
 
+/*
+ * 1 when the failure is the target's: unreachable, unresolvable, or (on a
+ * client route, where the target is the TLS side) its handshake or its
+ * identity.  A peer that redials a failing target floods the log with
+ * these; failures the accepted side caused are audit lines.
+ */
+static int
+target_failed(const struct conn *c)
+{
+	return (c->c_why == WHY_CONNECT || c->c_p.cp_kind == ROUTE_CLIENT);
+}
+
 static void
 conn_log(struct conn *c)
 {
@@ -609,8 +621,9 @@ conn_log(struct conn *c)
 		    "conn_failed";
 		lv = LOG_WARN;
 	}
-	/* The repeats of a failure are folded into summaries. */
-	if (c->c_result != CONN_ALLOWED &&
+	/* The repeats of a target's failure are folded into summaries;
+	 * what a connecting peer did wrong is logged whole, every time. */
+	if (c->c_result != CONN_ALLOWED && target_failed(c) &&
 	    !logfold_fail(c->c_p.cp_fold, ev, c->c_reason))
 		return;
 	log_begin(&l, lv, ev);
