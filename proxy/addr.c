@@ -1,5 +1,6 @@
 /*
- * addr.c: address parsing, listeners and non-blocking connects.
+ * addr.c: address parsing, the blocking resolver call, listeners and
+ * non-blocking connects.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -20,7 +21,27 @@
 #include "addr.h"
 
 int
-addr_parse(const char *s, struct addr *a, char *err, size_t errlen)
+addr_lookup(const char *host, const char *port, struct addrinfo **res,
+    char *err, size_t errlen)
+{
+	struct addrinfo hints;
+	int rc;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	if ((rc = getaddrinfo(host, port, &hints, res)) != 0) {
+		snprintf(err, errlen, "cannot resolve %s: %s", host,
+		    rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+		*res = NULL;
+		return (-1);
+	}
+	return (0);
+}
+
+/* Parse s into a; resolve a host name only when resolve is set. */
+static int
+parse(const char *s, struct addr *a, int resolve, char *err, size_t errlen)
 {
 	struct addrinfo hints, *res;
 	struct sockaddr_un *sun;
@@ -78,24 +99,35 @@ addr_parse(const char *s, struct addr *a, char *err, size_t errlen)
 	}
 	memcpy(host, s, hl);
 	host[hl] = '\0';
+	snprintf(a->a_host, sizeof(a->a_host), "%s", host);
+	snprintf(a->a_port, sizeof(a->a_port), "%s", port);
+	/* A literal address never reaches the resolver. */
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
-	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0) {
-		snprintf(err, errlen, "cannot resolve %s: %s", host,
-		    gai_strerror(rc));
+	hints.ai_flags = AI_NUMERICSERV | AI_NUMERICHOST;
+	if ((rc = getaddrinfo(host, port, &hints, &res)) == 0)
+		a->a_is_ip = 1;
+	else if (!resolve) {
+		a->a_name = 1;
+		return (0);
+	} else if (addr_lookup(host, port, &res, err, errlen) == -1)
 		return (-1);
-	}
 	memcpy(&a->a_ss, res->ai_addr, res->ai_addrlen);
 	a->a_len = res->ai_addrlen;
 	freeaddrinfo(res);
-	snprintf(a->a_host, sizeof(a->a_host), "%s", host);
-	{
-		struct in6_addr tmp;
-		a->a_is_ip = inet_pton(AF_INET, host, &tmp) == 1 ||
-		    inet_pton(AF_INET6, host, &tmp) == 1;
-	}
 	return (0);
+}
+
+int
+addr_parse(const char *s, struct addr *a, char *err, size_t errlen)
+{
+	return (parse(s, a, 1, err, errlen));
+}
+
+int
+addr_parse_target(const char *s, struct addr *a, char *err, size_t errlen)
+{
+	return (parse(s, a, 0, err, errlen));
 }
 
 const char *
@@ -216,15 +248,20 @@ addr_listen(const struct addr *a, int reuseport, char *err, size_t errlen)
 int
 addr_connect(const struct addr *a)
 {
+	return (addr_dial((const struct sockaddr *)&a->a_ss, a->a_len));
+}
+
+int
+addr_dial(const struct sockaddr *sa, socklen_t len)
+{
 	int fd, saved;
 
-	fd = socket(a->a_ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		return (-1);
 	sock_tune(fd);
-	if (connect(fd, (const struct sockaddr *)&a->a_ss, a->a_len) == -1 &&
-	    errno != EINPROGRESS) {
+	if (connect(fd, sa, len) == -1 && errno != EINPROGRESS) {
 		saved = errno;
 		close(fd);
 		errno = saved;

@@ -14,6 +14,10 @@ struct addr {
 	int			a_is_ip;	/* host is a literal IP address */
 	int			a_unix;
 	int			a_systemd;	/* systemd:NAME, name in a_host */
+	int			a_name;		/* a host name left unresolved
+						 * (addr_parse_target): a_ss is
+						 * empty, a_port holds the port */
+	char			a_port[8];	/* the port as written */
 };
 
 /*
@@ -21,6 +25,24 @@ struct addr {
  * first address).  Returns 0, or -1 with a reason for people in err.
  */
 int addr_parse(const char *, struct addr *, char *, size_t);
+
+/*
+ * addr_parse_target(s, a, err, errlen): parse s like addr_parse, but leave
+ * a host name unresolved (a_name set): it is looked up for every
+ * connection.  Literal addresses and unix paths are filled in as by
+ * addr_parse.  Returns 0, or -1 with a reason for people in err.
+ */
+int addr_parse_target(const char *, struct addr *, char *, size_t);
+
+/*
+ * addr_lookup(host, port, res, err, errlen): the system's resolver
+ * (getaddrinfo: /etc/hosts, DNS, as nsswitch.conf says), blocking, TCP
+ * addresses in the order it returns them.  Returns 0 with *res to free
+ * with freeaddrinfo(), or -1 with "cannot resolve HOST: why" in err.
+ */
+struct addrinfo;
+int addr_lookup(const char *, const char *, struct addrinfo **, char *,
+    size_t);
 
 /*
  * addr_str(sa, len, buf, buflen): "1.2.3.4:5", "[::1]:5", "unix:/p",
@@ -39,6 +61,9 @@ int addr_listen(const struct addr *, int, char *, size_t);
  * connect may still be in progress), or -1 with errno set.
  */
 int addr_connect(const struct addr *);
+
+/* addr_dial(sa, len): addr_connect to a socket address of len bytes. */
+int addr_dial(const struct sockaddr *, socklen_t);
 
 /*
  * addr_systemd_fd(name, err, errlen): the listening socket systemd passed

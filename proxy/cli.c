@@ -3,6 +3,7 @@
  * (`-ssl-ca`), as DM's Go flags do.
  */
 #include <getopt.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "../policy/certset.h"
 #include "../policy/crl.h"
 #include "../policy/policy.h"
+#include "addr.h"
 #include "cli.h"
 #include "conf.h"
 #include "conffile.h"
@@ -364,6 +366,19 @@ print_summary(struct route_rt *rt)
 		printf("warning: %s: accepts any certificate signed by %s; "
 		    "set cert-allowed-cn to limit it\n", rc->name,
 		    rc->sec.ssl_ca);
+	/* Looked up per connection: one that fails now is no error. */
+	if (rt->rt_target.a_name) {
+		struct addrinfo *res;
+		char why[300];
+
+		if (addr_lookup(rt->rt_target.a_host, rt->rt_target.a_port,
+		    &res, why, sizeof(why)) == -1)
+			printf("warning: %s: target %s: %s; its connections "
+			    "fail until the name resolves\n", rc->name,
+			    rc->target, why);
+		else
+			freeaddrinfo(res);
+	}
 	certset_release(cs);
 }
 

@@ -20,8 +20,10 @@
 #include "endpoint.h"
 #include "linger.h"
 #include "log.h"
+#include "logfold.h"
 #include "mysql.h"
 #include "relay.h"
+#include "resolve.h"
 #include "tls.h"
 #include "util.h"
 
@@ -42,6 +44,8 @@ conn_set_state(struct conn *c, enum conn_state st)
 		    c->c_peer, state_names[c->c_state], state_names[st]);
 	c->c_state = st;
 	c->c_phase_ms = now_ms();
+	if (st == CS_RELAY)
+		logfold_ok(c->c_p.cp_fold);	/* the route works (again) */
 }
 
 /* The endpoint that speaks TLS: the accepted side on server routes. */
@@ -180,8 +184,14 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 		break;
 	case CS_CONNECTING:
 		c->c_why = WHY_CONNECT;
-		conn_fail(c, CONN_FAILED, "connect to %s timed out after %ldms",
-		    c->c_p.cp_target, c->c_p.cp_connect_ms);
+		if (c->c_rq != NULL)
+			conn_fail(c, CONN_FAILED, "cannot resolve %s: no "
+			    "answer within connect-timeout %ldms",
+			    c->c_p.cp_addr->a_host, c->c_p.cp_connect_ms);
+		else
+			conn_fail(c, CONN_FAILED, "connect to %s timed out "
+			    "after %ldms", c->c_p.cp_target,
+			    c->c_p.cp_connect_ms);
 		break;
 	default:
 		conn_close(c, c->c_halfclosed_ms ? "close timeout" :
@@ -280,44 +290,133 @@ unreserve(struct conn *c)
 	}
 }
 
+/* In the loop: the target's name was looked up. */
+static void
+conn_resolved(void *arg, struct resolve_answer *ans, const char *err)
+{
+	struct conn *c = arg;
+
+	assert(c->c_magic == CONN_MAGIC);
+	c->c_rq = NULL;
+	if (ans == NULL) {
+		c->c_why = WHY_CONNECT;
+		conn_fail(c, CONN_FAILED, "%s", err);
+		return;
+	}
+	c->c_ans = ans;
+	conn_step(c);
+}
+
+/* The next address to dial (the literal target, or the next the lookup
+ * gave), with its length; NULL when none is left. */
+static const struct sockaddr *
+next_addr(struct conn *c, socklen_t *len)
+{
+	const struct addr *a = c->c_p.cp_addr;
+	int i = c->c_try++;
+
+	if (!a->a_name) {
+		*len = a->a_len;
+		return (i == 0 ? (const struct sockaddr *)&a->a_ss : NULL);
+	}
+	if (c->c_ans == NULL || i >= c->c_ans->ra_n)
+		return (NULL);
+	*len = c->c_ans->ra_v[i].len;
+	return ((const struct sockaddr *)&c->c_ans->ra_v[i].ss);
+}
+
+/* The address dialled last failed with err: say so (debug), close it. */
+static void
+dial_failed(struct conn *c, int err)
+{
+	struct endpoint *ep = &c->c_ep[1];
+	struct logline l;
+
+	if (log_enabled(LOG_DEBUG)) {
+		log_begin(&l, LOG_DEBUG, "connect_next");
+		log_str(&l, "route", c->c_p.cp_name);
+		log_str(&l, "peer", c->c_peer);
+		log_str(&l, "addr", c->c_dialled);
+		log_str(&l, "reason", strerror(err));
+		log_end(&l);
+	}
+	if (ep->ep_fd != -1) {
+		ep_arm(c, 1, 0);
+		close(ep->ep_fd);
+		endpoint_init(ep, -1);
+	}
+}
+
 /*
- * Start or finish the connect to the target.  1 done, 0 waiting, -1
- * failed (why and the reason recorded; the caller closes).
+ * Start or finish the connect to the target: look its name up first (a
+ * host name, for every connection), then dial each address in turn until
+ * one connects.  1 done, 0 waiting, -1 failed (why and the reason
+ * recorded; the caller closes).
  */
 static int
 conn_connect(struct conn *c)
 {
+	const struct addr *a = c->c_p.cp_addr;
 	struct endpoint *ep = &c->c_ep[1];
+	const struct sockaddr *sa;
 	socklen_t len = sizeof(int);
 	int err = 0;
 
-	if (ep->ep_fd == -1) {
-		ep->ep_fd = addr_connect(c->c_p.cp_addr);
-		if (ep->ep_fd == -1 && errno == EMFILE && c->c_reserve != -1) {
-			/* At the limit: the descriptor held since accept
-			 * is the target's. */
-			close(c->c_reserve);
-			c->c_reserve = -1;
-			ep->ep_fd = addr_connect(c->c_p.cp_addr);
-		}
-		err = errno;
-		unreserve(c);
-		if (ep->ep_fd == -1)
-			goto fail;
-		ep->ep_wr_wait = EV_WRITE;
+	if (a->a_name && c->c_ans == NULL) {
+		if (c->c_rq == NULL && (c->c_rq = resolve_start(
+		    c->c_p.cp_base, a->a_host, a->a_port, conn_resolved, c,
+		    c->c_reason, sizeof(c->c_reason))) == NULL)
+			goto failed;
 		return (0);
 	}
-	if (ep->ep_wr_wait)
-		return (0);
-	if (getsockopt(ep->ep_fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
-		err = errno;
-	if (err == 0)
-		return (1);
+	for (;;) {
+		if (ep->ep_fd == -1) {
+			if ((sa = next_addr(c, &len)) == NULL)
+				goto fail;
+			addr_str(sa, len, c->c_dialled, sizeof(c->c_dialled));
+			ep->ep_fd = addr_dial(sa, len);
+			if (ep->ep_fd == -1 && errno == EMFILE &&
+			    c->c_reserve != -1) {
+				/* At the limit: the descriptor held since
+				 * accept is the target's. */
+				unreserve(c);
+				ep->ep_fd = addr_dial(sa, len);
+			}
+			if (ep->ep_fd == -1) {
+				dial_failed(c, err = errno);
+				continue;
+			}
+			unreserve(c);
+			ep->ep_wr_wait = EV_WRITE;
+			return (0);
+		}
+		if (ep->ep_wr_wait)
+			return (0);
+		len = sizeof(err);
+		if (getsockopt(ep->ep_fd, SOL_SOCKET, SO_ERROR, &err, &len) ==
+		    -1)
+			err = errno;
+		if (err == 0)
+			break;
+		dial_failed(c, err);
+	}
+	free(c->c_ans);
+	c->c_ans = NULL;
+	return (1);
 fail:
+	if (!a->a_name)
+		snprintf(c->c_reason, sizeof(c->c_reason), "connect to %s: %s",
+		    c->c_p.cp_target, strerror(err));
+	else if (c->c_try > 2)
+		snprintf(c->c_reason, sizeof(c->c_reason), "connect to %s: "
+		    "%s (%d addresses tried, the last %s)", c->c_p.cp_target,
+		    strerror(err), c->c_try - 1, c->c_dialled);
+	else
+		snprintf(c->c_reason, sizeof(c->c_reason), "connect to %s "
+		    "(%s): %s", c->c_p.cp_target, c->c_dialled, strerror(err));
+failed:
 	c->c_why = WHY_CONNECT;
 	c->c_result = CONN_FAILED;
-	snprintf(c->c_reason, sizeof(c->c_reason), "connect to %s: %s",
-	    c->c_p.cp_target, strerror(err));
 	return (-1);
 }
 
@@ -517,6 +616,18 @@ conn_fail(struct conn *c, enum conn_result result, const char *fmt, ...)
 	conn_close(c, NULL);
 }
 
+/*
+ * 1 when the failure is the target's: unreachable, unresolvable, or (on a
+ * client route, where the target is the TLS side) its handshake or its
+ * identity.  A peer that redials a failing target floods the log with
+ * these; failures the accepted side caused are audit lines.
+ */
+static int
+target_failed(const struct conn *c)
+{
+	return (c->c_why == WHY_CONNECT || c->c_p.cp_kind == ROUTE_CLIENT);
+}
+
 static void
 conn_log(struct conn *c)
 {
@@ -536,6 +647,11 @@ conn_log(struct conn *c)
 		    "conn_failed";
 		lv = LOG_WARN;
 	}
+	/* The repeats of a target's failure are folded into summaries;
+	 * what a connecting peer did wrong is logged whole, every time. */
+	if (c->c_result != CONN_ALLOWED && target_failed(c) &&
+	    !logfold_fail(c->c_p.cp_fold, ev, c->c_reason))
+		return;
 	log_begin(&l, lv, ev);
 	log_str(&l, "route", c->c_p.cp_name);
 	log_str(&l, "peer", c->c_peer);
@@ -629,6 +745,10 @@ conn_close(struct conn *c, const char *reason)
 
 	mysql_end(c->c_my, msg);	/* the client hears why, as an ERR */
 	c->c_my = NULL;
+	resolve_cancel(c->c_rq);	/* its answer will never come here */
+	c->c_rq = NULL;
+	free(c->c_ans);
+	c->c_ans = NULL;
 	event_del(&c->c_timer);
 	event_del(&c->c_more);
 	for (i = 0; i < 2; i++) {

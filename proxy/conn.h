@@ -25,6 +25,9 @@
 
 struct addr;
 struct certset;
+struct logfold;
+struct resolve_answer;
+struct resolve_req;
 struct certsrc;
 struct conn;
 struct mysql;
@@ -76,7 +79,8 @@ struct conn_params {
 	enum route_kind		 cp_kind;
 	const char		*cp_name;	/* the route's, for logs */
 	const char		*cp_target;	/* as written, for reasons */
-	const struct addr	*cp_addr;	/* the target, resolved */
+	const struct addr	*cp_addr;	/* the target: an address, or a
+						 * name looked up per conn */
 	long			 cp_handshake_ms;
 	long			 cp_connect_ms;
 	long			 cp_idle_ms;	/* 0 = none */
@@ -86,6 +90,7 @@ struct conn_params {
 	const struct strlist	*cp_alpn;
 	const char		*cp_sni;	/* client/mysql: "" for none */
 	const char		*cp_server_name; /* client/mysql, or NULL */
+	struct logfold		*cp_fold;	/* repeated failures, or NULL */
 	conn_end_cb		*cp_end;
 	void			*cp_arg;
 };
@@ -93,7 +98,7 @@ struct conn_params {
 enum conn_state {
 	CS_NEW = 0,
 	CS_HANDSHAKE,		/* TLS handshake with the TLS side */
-	CS_CONNECTING,		/* TCP connect to the target */
+	CS_CONNECTING,		/* name lookup, TCP connect to the target */
 	CS_MYSQL,		/* MySQL greeting, SSLRequest, TLS, auth */
 	CS_RELAY,		/* bytes flow both ways */
 	CS_CLOSED
@@ -125,6 +130,10 @@ struct conn {
 	enum conn_result	 c_result;
 	enum conn_why		 c_why;
 	struct mysql		*c_my;		/* mysql routes, until relaying */
+	struct resolve_req	*c_rq;		/* the target's lookup running */
+	struct resolve_answer	*c_ans;		/* its addresses, until connected */
+	int			 c_try;		/* the next of them to dial */
+	char			 c_dialled[64];	/* the address dialled last */
 	struct tls_params	 c_tlsp;	/* for the TLS side's session */
 	struct tls_session	 c_tls;
 	int			 c_reserve;	/* held for the target's socket, or

@@ -303,6 +303,16 @@ closed_cb(evutil_socket_t fd, short what, void *arg)
 	    d->d_g.shutdown_timeout_ms);
 }
 
+/* Folded failure lines: the summaries due, also when failures stopped. */
+static void
+fold_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	route_fold_tick();
+}
+
 static void
 watchdog_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -482,7 +492,8 @@ joiner_main(void *arg)
 int
 daemon_run(struct daemon *d)
 {
-	struct event *sig[3], *wd = NULL;
+	struct event *sig[3], *wd = NULL, *fold;
+	struct timeval fold_tv = { 1, 0 };
 	static const int signos[3] = { SIGTERM, SIGINT, SIGHUP };
 	pthread_t joiner;
 	uint64_t wdusec;
@@ -527,6 +538,8 @@ daemon_run(struct daemon *d)
 		wd = event_new(d->d_base, -1, EV_PERSIST, watchdog_cb, d);
 		event_add(wd, &tv);
 	}
+	if ((fold = event_new(d->d_base, -1, EV_PERSIST, fold_cb, d)) != NULL)
+		event_add(fold, &fold_tv);
 	d->d_reload_ok = 1;
 	d->d_reload_time = time(NULL);
 	log_msg(LOG_INFO, "ready", "%zu route(s), %d worker(s)",
@@ -542,6 +555,8 @@ daemon_run(struct daemon *d)
 
 	if (wd != NULL)
 		event_free(wd);
+	if (fold != NULL)
+		event_free(fold);
 	for (i = 0; i < 3; i++)
 		event_free(sig[i]);
 	status_free(d->d_status);

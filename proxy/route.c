@@ -24,6 +24,7 @@
 #include "../policy/policy.h"
 #include "conn.h"
 #include "log.h"
+#include "logfold.h"
 #include "mysqlkey.h"
 #include "route.h"
 #include "tls.h"
@@ -60,7 +61,9 @@ route_stats_get(const char *name)
 		}
 	if ((st = calloc(1, sizeof(*st))) == NULL)
 		goto out;
-	if ((v = realloc(stats_v, (stats_n + 1) * sizeof(*v))) == NULL) {
+	if ((st->rs_fold = logfold_new(name)) == NULL ||
+	    (v = realloc(stats_v, (stats_n + 1) * sizeof(*v))) == NULL) {
+		logfold_free(st->rs_fold);
 		free(st);
 		st = NULL;
 		goto out;
@@ -90,8 +93,20 @@ route_stats_put(struct route_stats *st)
 				break;
 			}
 		pthread_mutex_destroy(&st->rs_lock);
+		logfold_free(st->rs_fold);
 		free(st);
 	}
+	pthread_mutex_unlock(&stats_lock);
+}
+
+void
+route_fold_tick(void)
+{
+	size_t i;
+
+	pthread_mutex_lock(&stats_lock);
+	for (i = 0; i < stats_n; i++)
+		logfold_tick(stats_v[i]->rs_fold);
 	pthread_mutex_unlock(&stats_lock);
 }
 
@@ -149,6 +164,7 @@ conn_params_of(struct route_rt *rt, struct conn_params *p)
 	p->cp_alpn = &rc->alpn;
 	p->cp_sni = rt->rt_sni;
 	p->cp_server_name = rc->sec.server_name;
+	p->cp_fold = rt->rt_stats->rs_fold;
 	p->cp_end = route_conn_ended;
 }
 
@@ -188,7 +204,9 @@ route_new(struct route_conf *rc, char *err, size_t errlen)
 		snprintf(err, errlen, "listen %s: %s", rc->listen, why);
 		goto fail;
 	}
-	if (addr_parse(rc->target, &rt->rt_target, why, sizeof(why)) == -1) {
+	/* A target host name is looked up for every connection. */
+	if (addr_parse_target(rc->target, &rt->rt_target, why, sizeof(why)) ==
+	    -1) {
 		snprintf(err, errlen, "target %s: %s", rc->target, why);
 		goto fail;
 	}

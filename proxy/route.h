@@ -18,6 +18,7 @@
 #include "conn.h"
 
 struct certsrc;
+struct logfold;
 struct worker;
 
 /* A route's listening socket in one worker. */
@@ -65,6 +66,7 @@ struct route_stats {
 	atomic_uint_least64_t	rs_fail_connect; /* target unreachable */
 	atomic_uint_least64_t	rs_dur[DUR_BUCKETS + 1];	/* + Inf */
 	atomic_uint_least64_t	rs_dur_sum_ms;
+	struct logfold		*rs_fold;	/* its repeated failure lines */
 };
 
 /* Upper bounds (seconds) of the duration histogram's buckets. */
@@ -100,8 +102,8 @@ void route_rules_of(const struct security_conf *, struct policy_rules *);
 void route_certsrc_params(const struct route_conf *, struct certsrc_params *);
 
 /*
- * route_new(rc, err, errlen): resolve the addresses and load the
- * certificates of rc.  The route owns rc (heap-allocated) from here on, also
+ * route_new(rc, err, errlen): resolve the listen address (a target host
+ * name is left to each connection) and load the certificates of rc.  The route owns rc (heap-allocated) from here on, also
  * when it fails.  NULL with a message naming the key and the fix in err.
  */
 struct route_rt *route_new(struct route_conf *, char *, size_t);
@@ -130,6 +132,10 @@ struct route_stats *route_stats_get(const char *);
 
 /* route_stats_put(st): drop a reference from route_stats_get(). */
 void route_stats_put(struct route_stats *);
+
+/* route_fold_tick(): write the folded failure summaries that are due, of
+ * every route name (DESIGN 7); from a timer, off the workers' loops. */
+void route_fold_tick(void);
 
 
 /* route_listen(rt, w): start accepting in worker w. */

@@ -19,8 +19,7 @@ import sys
 # module may use (include, call) the modules of any group below its own.
 # The modules of a list group are kept apart (none uses another); those of
 # a tuple group may use each other, but calls still go one way only.
-# Modules not yet in the tree (healthcheck, certs, probe, resolve) have
-# their place already.
+# Modules not yet in the tree have their place already.
 LAYERS = [
     ("main", [["main"]]),
     ("commands", [["cli", "healthcheck", "certs", "probe"],
@@ -31,7 +30,8 @@ LAYERS = [
     ("phases", [["relay", "mysql"], ["mysqlproto", "mysqlkey"]]),
     ("tls", [["tls"], ["hello"]]),
     ("endpoint", [["endpoint", "linger", "resolve"], ["bufpool"]]),
-    ("leaves", [["conf", "addr", "log", "util", "notify", "version"]]),
+    ("leaves", [["logfold"],
+                ["conf", "addr", "log", "util", "notify", "version"]]),
 ]
 
 # policy/ stands apart: wolfSSL and its own headers only.  Its modules may

@@ -178,6 +178,39 @@ test_addr_forms(void **state)
 	assert_true(a.a_unix);
 }
 
+/* A target host name is left for each connection to look up; a literal
+ * address is filled in at once, without the resolver. */
+static void
+test_addr_target_name_left_unresolved(void **state)
+{
+	struct addr a;
+	char err[256], s[80];
+
+	(void)state;
+	assert_int_equal(addr_parse_target("no-such-host.invalid:3306", &a,
+	    err, sizeof(err)), 0);
+	assert_true(a.a_name);
+	assert_false(a.a_is_ip);
+	assert_int_equal(a.a_len, 0);
+	assert_string_equal(a.a_host, "no-such-host.invalid");
+	assert_string_equal(a.a_port, "3306");
+	assert_int_equal(addr_parse_target("[::1]:443", &a, err, sizeof(err)),
+	    0);
+	assert_false(a.a_name);
+	assert_true(a.a_is_ip);
+	assert_string_equal(addr_str((struct sockaddr *)&a.a_ss, a.a_len, s,
+	    sizeof(s)), "[::1]:443");
+	assert_int_equal(addr_parse_target("unix:/run/x", &a, err,
+	    sizeof(err)), 0);
+	assert_false(a.a_name);
+	assert_int_equal(addr_parse_target("name:99999", &a, err, sizeof(err)),
+	    -1);
+	/* A listen address still must resolve. */
+	assert_int_equal(addr_parse("no-such-host.invalid:1", &a, err,
+	    sizeof(err)), -1);
+	assert_non_null(strstr(err, "cannot resolve no-such-host.invalid: "));
+}
+
 static void
 test_addr_refused(void **state)
 {
@@ -206,6 +239,7 @@ main(void)
 		cmocka_unit_test(test_long_bounds),
 		cmocka_unit_test(test_strlist_csv_and_repeat),
 		cmocka_unit_test(test_addr_forms),
+		cmocka_unit_test(test_addr_target_name_left_unresolved),
 		cmocka_unit_test(test_addr_refused),
 	};
 
