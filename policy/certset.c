@@ -53,6 +53,11 @@ struct certsrc {
 	const char		*src_path[F_MAX];	/* NULL when not set */
 	pthread_mutex_t		 src_lock;
 	struct certset		*src_cur;		/* under src_lock */
+	/* Reads of the files are numbered when they start; src_cur_read is
+	 * the number of the read src_cur was built from, so a read that
+	 * started before it never puts an older set back.  Under src_lock. */
+	uint64_t		 src_reads;
+	uint64_t		 src_cur_read;
 	uint8_t			 src_bad[WC_SHA256_DIGEST_SIZE];
 	int			 src_bad_valid;
 	uint64_t		 src_ok;
@@ -773,6 +778,7 @@ certsrc_acquire(struct certsrc *src)
 	struct stat st[F_MAX];
 	uint8_t d[WC_SHA256_DIGEST_SIZE];
 	char why[512];
+	uint64_t myread;
 	int bad = F_CA, rdok, statok;
 
 	if (!src->src_p.reread)
@@ -787,6 +793,7 @@ certsrc_acquire(struct certsrc *src)
 		pthread_mutex_unlock(&src->src_lock);
 		return (cs);
 	}
+	myread = ++src->src_reads;
 	pthread_mutex_unlock(&src->src_lock);
 
 	if ((rdok = read_all(src, files, &bad, why, sizeof(why))) == -2)
@@ -794,6 +801,14 @@ certsrc_acquire(struct certsrc *src)
 		return (certsrc_current(src));
 	rdok = rdok == 0;
 	pthread_mutex_lock(&src->src_lock);
+	if (myread < src->src_cur_read) {
+		/* Another connection read the files after this one did and
+		 * put what it found in use: these bytes are older. */
+		cs = src->src_cur;
+		atomic_fetch_add(&cs->cs_refs, 1);
+		pthread_mutex_unlock(&src->src_lock);
+		return (cs);
+	}
 	if (rdok && same_bytes(src->src_cur, files)) {
 		if (!src->src_last_ok) {
 			/* Back to the set in use after a broken state. */
@@ -832,6 +847,7 @@ certsrc_acquire(struct certsrc *src)
 	if (fresh != NULL) {
 		certset_release(src->src_cur);
 		src->src_cur = fresh;
+		src->src_cur_read = myread;
 		src->src_bad_valid = 0;
 		src->src_ok++;
 		src->src_last_ok = 1;

@@ -13,6 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <time.h>
 
 #include "../../policy/certset.h"
 #include "../../proxy/conf.h"
@@ -433,6 +436,104 @@ test_same_broken_bytes_are_not_rebuilt(void **state)
 	route_conf_free(&rc);
 }
 
+/*
+ * A slow reader (-Wl,--wrap=read): while `slow_reader` is set, the thread
+ * it names stops after reading the whole key file (at its EOF) until the
+ * test lets it go, so another thread can read newer files and publish
+ * their set in the meantime.
+ */
+static pthread_t slow_reader;
+static int slow_armed;
+static sem_t slow_paused, slow_go;
+static int wait_sem(sem_t *);
+ssize_t __real_read(int, void *, size_t);
+ssize_t __wrap_read(int, void *, size_t);
+
+ssize_t
+__wrap_read(int fd, void *buf, size_t len)
+{
+	ssize_t n = __real_read(fd, buf, len);
+	char link[64], path[512];
+	ssize_t pl;
+
+	if (n != 0 || !slow_armed || !pthread_equal(pthread_self(),
+	    slow_reader))
+		return (n);
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	if ((pl = readlink(link, path, sizeof(path) - 1)) <= 0)
+		return (n);
+	path[pl] = '\0';
+	if (strstr(path, "use-key.pem") == NULL)
+		return (n);
+	slow_armed = 0;
+	sem_post(&slow_paused);
+	(void)wait_sem(&slow_go);
+	return (n);
+}
+
+static void *
+acquire_thread(void *arg)
+{
+	slow_reader = pthread_self();
+	slow_armed = 1;
+	return (certsrc_acquire(arg));
+}
+
+/* sem_wait, bounded: a test that stops waiting fails instead of hanging. */
+static int
+wait_sem(sem_t *s)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 20;
+	return (sem_timedwait(s, &ts));
+}
+
+/* A connection that read the files before a rotation, and builds from
+ * them after another connection published the rotated set, must not put
+ * the older set back in use. */
+static void
+test_older_read_never_replaces_a_newer_set(void **state)
+{
+	struct route_conf rc;
+	struct certsrc *src;
+	struct certset *a, *b, *late, *cur;
+	pthread_t t;
+	char err[512];
+	void *ret;
+
+	(void)state;
+	use("a");
+	src = new_src(&rc, err, sizeof(err));
+	assert_non_null(src);
+	a = certsrc_acquire(src);
+	assert_string_equal(certset_subject(a), "CN=dm");
+	/* Force the slow thread past the stat fast path. */
+	use("a");
+	assert_int_equal(sem_init(&slow_paused, 0, 0), 0);
+	assert_int_equal(sem_init(&slow_go, 0, 0), 0);
+	assert_int_equal(pthread_create(&t, NULL, acquire_thread, src), 0);
+	assert_int_equal(wait_sem(&slow_paused), 0);
+	use("b");
+	b = certsrc_acquire(src);
+	assert_string_equal(certset_subject(b), "CN=dm2");
+	sem_post(&slow_go);
+	assert_int_equal(pthread_join(t, &ret), 0);
+	late = ret;
+	cur = certsrc_current(src);
+	assert_string_equal(certset_subject(cur), "CN=dm2");
+	assert_string_equal(certset_subject(late), "CN=dm2");
+	certset_release(a);
+	certset_release(b);
+	certset_release(late);
+	certset_release(cur);
+	sem_destroy(&slow_paused);
+	sem_destroy(&slow_go);
+	certsrc_free(src);
+	route_conf_free(&rc);
+}
+
 int
 main(void)
 {
@@ -445,6 +546,7 @@ main(void)
 		cmocka_unit_test(test_settled_files_changed_later_are_seen),
 		cmocka_unit_test(test_same_size_rewrite_in_the_same_tick_is_seen),
 		cmocka_unit_test(test_same_broken_bytes_are_not_rebuilt),
+		cmocka_unit_test(test_older_read_never_replaces_a_newer_set),
 	};
 
 	wolfSSL_Init();
