@@ -29,7 +29,9 @@ Checked, in this order (one stack for the module):
   check (so the check can fail).
 
 Run by `make check-compose` as root (it installs docker.io, docker-compose
-and tcpdump when missing and starts dockerd when it is not running).
+and tcpdump when missing and starts dockerd when it is not running);
+DMTLS_COMPOSE_IMAGE=IMAGE tests that dmtls image as it is instead of
+building dmtls:test from this tree.
 Container logs go to compose-containers.out, timings to compose-times.out.
 """
 
@@ -51,7 +53,8 @@ from dockerenv import docker
 HERE = os.path.dirname(os.path.abspath(__file__))
 STACK = os.path.join(HERE, "compose")
 COMPOSE_FILE = os.path.join(STACK, "docker-compose.yml")
-DMTLS_IMAGE = "dmtls:test"
+# $DMTLS_COMPOSE_IMAGE: a dmtls image to test as it is, not built here.
+DMTLS_IMAGE = os.environ.get("DMTLS_COMPOSE_IMAGE") or "dmtls:test"
 ETCD_IMAGE = "dmtls-etcd:test"
 MEMBERS = (1, 2, 3)
 TIMES = []
@@ -79,7 +82,8 @@ def daemon(tmp_path_factory):
 def images(daemon):
     t0 = time.monotonic()
     dockerenv.base_images()
-    dockerenv.build_image(REPO, DMTLS_IMAGE, out_path("compose-build-dmtls.out"))
+    if not os.environ.get("DMTLS_COMPOSE_IMAGE"):
+        dockerenv.build_image(REPO, DMTLS_IMAGE, out_path("compose-build-dmtls.out"))
     dockerenv.build(STACK, os.path.join(STACK, "etcd.Dockerfile"), ETCD_IMAGE,
                     out_path("compose-build-etcd.out"))
     timed("base images and image builds", t0)
