@@ -261,6 +261,13 @@ def logged(st, service, since, rx):
     return [l for l in st.logs(service)[since:].splitlines() if re.search(rx, l)]
 
 
+def wait_logged(st, service, since, rx, timeout=60):
+    """The lines of service's log after offset since that match rx, once
+    there is one (a connection's line comes when both ends have closed)."""
+    return wait_for(lambda: logged(st, service, since, rx), timeout,
+                    "%s logging %s" % (service, rx), interval=0.5)
+
+
 def image_resolves_per_connection():
     """Whether the image's dmtls resolves target names per connection
     (DESIGN 7): `dmtls check` of a config whose target does not resolve
@@ -289,8 +296,10 @@ def test_cluster_healthy_and_key_read_through_another_member(stack):
     round_trip(stack, 3, 1)
     # The sidecars carried it: the client pod's routes saw the members'
     # certificates, the members' peer routes each other's.
-    assert logged(stack, "client-tls", 0, r"event=close route=to-etcd-1 .*cn=etcd-1 ")
-    assert logged(stack, "etcd-2-tls", 0, r"event=close route=to-etcd-3-peer .*cn=etcd-3 ")
+    wait_logged(stack, "client-tls", 0, r"event=close route=to-etcd-1 .*cn=etcd-1 ")
+    # Raft streams last; etcd's short peer requests (version checks) end
+    # every few seconds.
+    wait_logged(stack, "etcd-2-tls", 0, r"event=close route=to-etcd-3-peer .*cn=etcd-3 ")
     for m in MEMBERS:
         h = stack.inspect("etcd-%d-tls" % m)["State"]
         assert h["Running"], h
@@ -349,7 +358,7 @@ def test_rotated_certificate_used_by_new_connections_without_restart(stack):
     assert "CN=etcd-2" in out or "cn=etcd-2" in out.lower(), out
     mark = len(stack.logs("client-tls"))
     round_trip(stack, 2, 3)
-    assert logged(stack, "client-tls", mark, r"event=close route=to-etcd-2 .*cn=etcd-2 ")
+    wait_logged(stack, "client-tls", mark, r"event=close route=to-etcd-2 .*cn=etcd-2 ")
     assert started(stack, "etcd-2-tls") == before
     timed("rotation", t0)
 
@@ -413,7 +422,7 @@ def test_member_recreated_at_new_address_followed_by_peers(stack):
     round_trip(stack, 1, 2)
     round_trip(stack, 2, 3)
     for s in peers:
-        assert logged(stack, s, marks[s], r"event=close route=to-etcd-2-peer .*cn=etcd-2 ")
+        wait_logged(stack, s, marks[s], r"event=close route=to-etcd-2-peer .*cn=etcd-2 ")
         assert not logged(stack, s, marks[s], r"event=reload"), "a peer reloaded"
         assert started(stack, s) == before[s], "%s was restarted" % s
     timed("recreate at a new address", t0)
