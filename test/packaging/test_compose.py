@@ -235,11 +235,20 @@ def wait_healthy(st, timeout=90, members=MEMBERS):
              interval=1)
 
 
-def round_trip(st, via, to):
-    """Put a fresh key through member via, read it back through member to."""
+def round_trip(st, via, to, settle=0):
+    """Put a fresh key through member via, read it back through member to.
+    settle: seconds to keep retrying a put that etcd answers with "request
+    timed out" (raft still settling after a member came back), bounded."""
     key, val = "k-" + uuid.uuid4().hex[:10], "v-" + uuid.uuid4().hex[:10]
     st.tokens += [key, val]
-    st.ctl(via, "put", key, val)
+    if settle:
+        def put():
+            r = st.ctl(via, "put", key, val, check=False)
+            assert r.returncode == 0 or "request timed out" in r.stderr, r.stderr
+            return r.returncode == 0
+        wait_for(put, settle, "a put through member %d" % via, interval=1)
+    else:
+        st.ctl(via, "put", key, val)
     got = st.ctl(to, "get", "--print-value-only", key).stdout.strip()
     assert got == val, (key, val, got)
 
@@ -419,8 +428,8 @@ def test_member_recreated_at_new_address_followed_by_peers(stack):
             return r.returncode == 0 and "etcdserver" in r.stdout
         wait_for(reach, 60, "etcd-%d reaching etcd-2 at its new address" % m, interval=1)
     wait_healthy(stack)
-    round_trip(stack, 1, 2)
-    round_trip(stack, 2, 3)
+    round_trip(stack, 1, 2, settle=60)
+    round_trip(stack, 2, 3, settle=60)
     for s in peers:
         wait_logged(stack, s, marks[s], r"event=close route=to-etcd-2-peer .*cn=etcd-2 ")
         assert not logged(stack, s, marks[s], r"event=reload"), "a peer reloaded"
