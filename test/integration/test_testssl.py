@@ -33,13 +33,19 @@ import time
 import pytest
 
 from backends import EchoServer
+from conftest import scaled
 from routes import conf_text, echo_once, start_run, write_conf
 from tlsclient import tls_connect
 
-TESTSSL_TIMEOUT = 300  # seconds one scan may take before the test fails
+TESTSSL_TIMEOUT = scaled(300)  # seconds one scan may take before the test fails
 BASE_ARGS = ["--quiet", "--color", "0", "--warnings", "off", "-n", "none",
-             "--ip", "127.0.0.1", "--connect-timeout", "10",
-             "--openssl-timeout", "10"]
+             "--ip", "127.0.0.1", "--connect-timeout", "%d" % scaled(10),
+             "--openssl-timeout", "%d" % scaled(10)]
+# testssl's own waits for a reply (its defaults), scaled like ours: under
+# valgrind (make check-valgrind) dmtls answers many times slower.
+TESTSSL_ENV = {"HEADER_MAXSLEEP": "%d" % scaled(5), "MAX_WAITSOCK": "%d" % scaled(10),
+               "CCS_MAX_WAITSOCK": "%d" % scaled(5),
+               "HEARTBLEED_MAX_WAITSOCK": "%d" % scaled(8)}
 # Everything -U runs but -R (second test) and -B (BREACH: HTTP only).
 VULN_ARGS = ["-H", "-I", "-T", "-BB", "-C", "-O", "-Z", "-W", "-A", "-L", "-F",
              "-J", "-D", "-4"]
@@ -83,7 +89,7 @@ def scan(tmp_path, port, name, *checks, ca=None):
         "--jsonfile", jsonfile, "127.0.0.1:%d" % port]
     t0 = time.monotonic()
     r = subprocess.run(argv, capture_output=True, text=True, timeout=TESTSSL_TIMEOUT,
-                       cwd=tmp_path)
+                       cwd=tmp_path, env=dict(os.environ, **TESTSSL_ENV))
     took = time.monotonic() - t0
     with open(os.path.join(tmp_path, name + ".out"), "w") as f:
         f.write(r.stdout + r.stderr)
@@ -123,7 +129,7 @@ def test_testssl_mtls_route_protocols_ciphers_vulnerabilities(dmtls_bin, pki, pr
     ciphers only, nothing flagged by its server-default, forward-secrecy and
     vulnerability checks."""
     with EchoServer() as backend:
-        start_run(procs, dmtls_bin, audit_conf(tmp_path, pki, port, backend.addr))
+        d = start_run(procs, dmtls_bin, audit_conf(tmp_path, pki, port, backend.addr))
         findings, _ = scan(str(tmp_path), port, "mtls", "-p", "-E", "-S", "-f",
                            *VULN_ARGS, ca=pki.ca)
         # the route still works for a real client after the scan
@@ -150,8 +156,9 @@ def test_testssl_mtls_route_protocols_ciphers_vulnerabilities(dmtls_bin, pki, pr
     for vid in VULN_IDS:
         assert vid in f, "no %s finding: the check did not run" % vid
     assert f["PFS"]["severity"] == "OK", f["PFS"]
-    assert f["service"]["finding"].startswith("certificate-based authentication"), \
-        f["service"]  # testssl saw the route ask for a client certificate
+    # the route asked testssl for a client certificate (testssl's own
+    # "certificate-based authentication" verdict races with the alert)
+    d.wait_log(r'event=handshake_failed .*reason="no client certificate"')
     assert f["cert_chain_of_trust"]["severity"] == "OK", f["cert_chain_of_trust"]
     assert flagged(findings) == []
 
