@@ -21,7 +21,7 @@ import ssl
 import threading
 import time
 
-from conftest import connections_to
+from conftest import connections_to, scaled
 
 
 def pattern_chunks(nbytes, seed, chunk=1 << 20):
@@ -67,7 +67,7 @@ def read_to_eof(sock, bufsize=65536):
 def wait_until(pred, timeout=5, msg="condition"):
     """Poll pred() every 10 ms until it is truthy and return its value; raise
     AssertionError naming `msg` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         v = pred()
         if v:

@@ -29,6 +29,17 @@ if HERE not in sys.path:
 
 from pki import PKI  # noqa: E402
 
+# Every bounded wait of the shared helpers (process start, log lines, exit,
+# stop, run(), wait_until, tlsclient's socket timeouts) is multiplied by
+# $DMTLS_TEST_TIME_SCALE (default 1): make check-valgrind sets it, as dmtls
+# runs many times slower there.  Latency bounds that tests assert are not.
+TIME_SCALE = float(os.environ.get("DMTLS_TEST_TIME_SCALE") or 1)
+
+
+def scaled(seconds):
+    """seconds * TIME_SCALE: a bound on how long dmtls may take."""
+    return seconds * TIME_SCALE
+
 
 # -- ports ------------------------------------------------------------------
 
@@ -205,7 +216,7 @@ def run(argv, timeout=10, env=None, input=None, expect_errors=()):
     status); `expect_errors` regexes excuse such lines (known bugs only)."""
     argv = [os.fspath(a) for a in argv]
     full_env = dict(os.environ, **env) if env else None
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=scaled(timeout),
                        env=full_env, input=input)
     if names_dmtls(argv):
         bad = unexpected_lines(r.stderr, REPORT_RX, expect_errors)
@@ -217,9 +228,12 @@ def run(argv, timeout=10, env=None, input=None, expect_errors=()):
 
 # -- judging a process when it stops ------------------------------------------
 
-# A sanitizer report or a failed assert(); never fine, in any process.
+# A sanitizer report, a valgrind memcheck error (test/valgrind/dmtls opens
+# each with a marker line; an ERROR SUMMARY above 0 when run without -q) or
+# a failed assert(); never fine, in any process.
 REPORT_RX = re.compile(r"(?:Address|Leak|UndefinedBehavior|Thread|Memory)Sanitizer"
-                       r"|runtime error:|Assertion `.*' failed")
+                       r"|runtime error:|Assertion `.*' failed"
+                       r"|^==\d+== (?:valgrind memcheck error begin$|ERROR SUMMARY: [1-9])")
 # A dmtls log line at level error, logfmt or JSON.
 ERROR_RX = re.compile(r'(?:^|\s)level=error(?:\s|$)|"level":"error"')
 
@@ -354,7 +368,7 @@ class Proc:
         (re.search, MULTILINE); return the match.  On timeout raise
         AssertionError with the log."""
         rx = re.compile(regex, re.MULTILINE)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while True:
             text = self.log()
             m = rx.search(text, since)
@@ -370,7 +384,7 @@ class Proc:
         """Wait for the process to exit on its own; return its exit status,
         or raise AssertionError (with the log) after `timeout` seconds."""
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
             raise AssertionError("%s still running after %ss; stderr:\n%s"
                                  % (self.name, timeout, self.log())) from None
@@ -388,7 +402,7 @@ class Proc:
             self.signals.append(sig)
             self.proc.send_signal(sig)
             try:
-                self.proc.wait(timeout)
+                self.proc.wait(scaled(timeout))
             except subprocess.TimeoutExpired:
                 self.signals.append(signal.SIGKILL)
                 self.proc.kill()
@@ -437,7 +451,7 @@ class Procs:
             targets.append((socket.AF_INET, ("127.0.0.1", int(wait_port))))
         if wait_unix is not None:
             targets.append((socket.AF_UNIX, os.fspath(wait_unix)))
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while targets:
             if p.proc.poll() is not None:
                 raise AssertionError("%s exited with %s before listening; argv=%s\n"

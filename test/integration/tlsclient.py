@@ -13,6 +13,8 @@ import socket
 import ssl
 import warnings
 
+from conftest import scaled
+
 _VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1,
              "1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -63,7 +65,7 @@ def tls_connect(port, pki, cert="dm", ca="ca", alpn=None, min_version=None,
     (ssl.SSLError, ConnectionError, socket.timeout).
     """
     ctx = client_context(pki, cert, ca, alpn, min_version, max_version, server_hostname)
-    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=scaled(timeout))
     try:
         return ctx.wrap_socket(raw, server_hostname=server_hostname)
     except BaseException:
@@ -83,7 +85,7 @@ def tls_refused(port, pki, payload=b"ping", timeout=10, with_peer=False, **kw):
     the server refused its certificate only there).  Neither within
     `timeout` seconds raises AssertionError: silence proves nothing."""
     ctx = client_context(pki, **kw)
-    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=scaled(timeout))
     host, cport = raw.getsockname()[:2]
     peer = "%s:%d" % (host, cport)
     why = _refusal(ctx, raw, payload, kw.get("server_hostname", "localhost"), port)
