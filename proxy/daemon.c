@@ -27,6 +27,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "notify.h"
+#include "resolve.h"
 #include "route.h"
 #include "status.h"
 #include "worker.h"
@@ -453,6 +454,70 @@ confine(struct daemon *d)
 
 /* Make the workers' loops, with d_routes listening in each, and start
  * their threads.  0 or -1. */
+/*
+ * Target names are looked up for every connection; at start each one is
+ * also looked up once, off the loop, so a name that does not resolve yet
+ * is a warning in the log at once rather than only at the first client.
+ */
+struct target_probe {
+	struct resolve_req	*tp_rq;		/* NULL once answered */
+	char			 tp_route[128];
+	char			 tp_target[300];
+};
+
+static void
+target_probed(void *arg, struct resolve_answer *ans, const char *err)
+{
+	struct target_probe *tp = arg;
+
+	tp->tp_rq = NULL;
+	if (ans == NULL)
+		log_msg(LOG_WARN, "target_unresolved", "route %s: target %s: "
+		    "%s; its connections fail until the name resolves",
+		    tp->tp_route, tp->tp_target, err);
+	free(ans);
+}
+
+static void
+probe_targets(struct daemon *d)
+{
+	struct target_probe *tp;
+	char err[256];
+	size_t i;
+
+	d->d_probes = calloc(d->d_routes.rs_n + 1, sizeof(*d->d_probes));
+	if (d->d_probes == NULL)
+		return;
+	for (i = 0; i < d->d_routes.rs_n; i++) {
+		const struct route_rt *rt = d->d_routes.rs_v[i];
+
+		if (!rt->rt_target.a_name)
+			continue;
+		tp = &d->d_probes[d->d_nprobes];
+		snprintf(tp->tp_route, sizeof(tp->tp_route), "%s",
+		    rt->rt_conf->name);
+		snprintf(tp->tp_target, sizeof(tp->tp_target), "%s",
+		    rt->rt_conf->target);
+		tp->tp_rq = resolve_start(d->d_base, rt->rt_target.a_host,
+		    rt->rt_target.a_port, target_probed, tp, err, sizeof(err));
+		if (tp->tp_rq != NULL)
+			d->d_nprobes++;
+	}
+}
+
+static void
+probes_cancel(struct daemon *d)
+{
+	size_t i;
+
+	for (i = 0; i < d->d_nprobes; i++)
+		if (d->d_probes[i].tp_rq != NULL)
+			resolve_cancel(d->d_probes[i].tp_rq);
+	free(d->d_probes);
+	d->d_probes = NULL;
+	d->d_nprobes = 0;
+}
+
 static int
 workers_start(struct daemon *d)
 {
@@ -545,9 +610,11 @@ daemon_run(struct daemon *d)
 	log_msg(LOG_INFO, "ready", "%zu route(s), %d worker(s)",
 	    d->d_routes.rs_n, d->d_nworkers);
 	notify_send("READY=1");
+	probe_targets(d);
 	pthread_create(&joiner, NULL, joiner_main, d);
 
 	event_base_dispatch(d->d_base);
+	probes_cancel(d);
 	/* Either every worker drained, or the shutdown deadline passed. */
 	for (i = 0; i < d->d_nworkers; i++)
 		worker_kill(&d->d_workers[i].dw_w);

@@ -36,6 +36,8 @@ struct daemon_worker {
 	struct event		 dw_switch;	/* serve d_routes from now on */
 };
 
+struct target_probe;
+
 struct daemon {
 	struct global_conf	 d_g;
 	char			*d_config;	/* NULL: routes from the CLI */
@@ -58,6 +60,8 @@ struct daemon {
 	unsigned		 d_reloads;
 	struct privs		 d_privs;	/* pv_dropped once we did */
 	struct sandbox		 d_sb;		/* what is in force */
+	struct target_probe	*d_probes;	/* start-up lookups of names */
+	size_t			 d_nprobes;
 };
 
 /*

@@ -126,6 +126,7 @@ def test_moved_name_is_followed_without_reload(procs, dmtls_bin, pki, tmp_path):
         assert through(port, pki) == b"ping", d.log()
         assert (a.accepted, b.accepted) == (1, 1), d.log()
         assert "reload" not in d.log()
+        assert "target_unresolved" not in d.log()   # it resolved at start
 
 
 def test_unresolvable_name_starts_fails_then_works(procs, dmtls_bin, pki, tmp_path):
@@ -135,6 +136,10 @@ def test_unresolvable_name_starts_fails_then_works(procs, dmtls_bin, pki, tmp_pa
         port = free_port()
         conf = route_conf(tmp_path, pki, port, "late.test:%d" % p)
         d = start_ns_run(procs, dmtls_bin, ns, conf)
+        # Said at start, before any client: a warning, and run serves.
+        w = d.wait_log(r"^.*event=target_unresolved.*$")
+        assert "level=warn" in w.group(0) and "late.test:%d" % p in w.group(0), w.group(0)
+        assert "its connections fail until the name resolves" in w.group(0), w.group(0)
         since = d.mark()
         assert through(port, pki) is None
         m = d.wait_log(r"^.*event=conn_failed.*$", since=since)
@@ -142,6 +147,7 @@ def test_unresolvable_name_starts_fails_then_works(procs, dmtls_bin, pki, tmp_pa
         ns.set_hosts("127.0.0.3 late.test\n")
         assert through(port, pki) == b"ping", d.log()
         assert b.accepted == 1
+        assert len(re.findall(r"event=target_unresolved", d.log())) == 1, d.log()
 
 
 def test_check_warns_for_unresolvable_name_and_exits_0(dmtls_bin, pki, tmp_path):
