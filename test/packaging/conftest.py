@@ -222,3 +222,17 @@ def report(name, text):
     with open(path, "w") as f:
         f.write(text if text.endswith("\n") else text + "\n")
     print("==== %s (%s)\n%s" % (name, path, text))
+
+
+@pytest.fixture(scope="module")
+def docker_daemon(tmp_path_factory):
+    """A dockerd for this module's tests (dockerenv.Daemon: the running one,
+    or one started here and stopped again); as root."""
+    import dockerenv
+    need_root()
+    d = dockerenv.Daemon(str(tmp_path_factory.mktemp("dockerd")))
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()

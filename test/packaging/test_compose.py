@@ -46,7 +46,7 @@ import pytest
 
 import dockerenv
 import tlscapture
-from conftest import (REPO, apt_install, need_root, out_path, report, sh,
+from conftest import (REPO, apt_install, out_path, report,
                       wait_for)
 from dockerenv import docker
 
@@ -67,15 +67,9 @@ def timed(what, t0):
 # -- fixtures ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    need_root()
+def daemon(docker_daemon):
     apt_install("docker-compose", "tcpdump")
-    d = dockerenv.Daemon(str(tmp_path_factory.mktemp("dockerd")))
-    d.start()
-    try:
-        yield d
-    finally:
-        d.stop()
+    return docker_daemon
 
 
 @pytest.fixture(scope="module")

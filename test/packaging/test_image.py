@@ -26,7 +26,7 @@ import uuid
 import pytest
 
 import dockerenv
-from conftest import REPO, need_root, out_path, report, sh, wait_for
+from conftest import REPO, out_path, report, sh, wait_for
 from dockerenv import docker
 from pki import PKI
 
@@ -41,18 +41,7 @@ SRV = "srv.dmtls.test"
 # -- fixtures ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    need_root()
-    d = dockerenv.Daemon(str(tmp_path_factory.mktemp("dockerd")))
-    d.start()
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
-@pytest.fixture(scope="module")
-def image(daemon):
+def image(docker_daemon):
     t0 = time.monotonic()
     made = dockerenv.base_images()
     t1 = time.monotonic()
@@ -305,7 +294,7 @@ def test_rotated_certificate_takes_effect_without_restart(cluster):
     assert inspect(srv)["RestartCount"] == 0
 
 
-def test_broken_config_exits_2_with_file_line(image, daemon, tmp_path):
+def test_broken_config_exits_2_with_file_line(image, docker_daemon, tmp_path):
     """A config with an unknown key: the container exits with status 2 and
     `docker logs` has the FILE:LINE message."""
     d = str(tmp_path / "bad")
