@@ -474,9 +474,13 @@ __wrap_read(int fd, void *buf, size_t len)
 static void *
 acquire_thread(void *arg)
 {
+	struct certset *cs;
+
 	slow_reader = pthread_self();
 	slow_armed = 1;
-	return (certsrc_acquire(arg));
+	cs = certsrc_acquire(arg);
+	certset_thread_done();		/* as a worker does when it ends */
+	return (cs);
 }
 
 /* sem_wait, bounded: a test that stops waiting fails instead of hanging. */
