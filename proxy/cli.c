@@ -23,8 +23,8 @@
 #include "util.h"
 
 enum {
-	O_LISTEN = 256, O_TARGET, O_CA, O_CERT, O_KEY, O_ALLOWED_CN,
-	O_ALLOWED_DNS, O_ALLOWED_URI, O_ALLOWED_OU,
+	O_ALLOWED = CONFIG_O_ALLOWED,	/* + enum policy_kind */
+	O_LISTEN = 256, O_TARGET, O_CA, O_CERT, O_KEY,
 	O_SERVER_NAME, O_ALPN, O_STATUS, O_WORKERS, O_MAX_CONNS,
 	O_CONNECT_TO, O_HANDSHAKE_TO, O_IDLE_TO, O_CLOSE_TO, O_SHUTDOWN_TO,
 	O_LOG_LEVEL, O_LOG_FORMAT, O_NAME, O_NO_REREAD, O_USER, O_GROUP,
@@ -37,10 +37,10 @@ static const struct option opts[] = {
 	{ "ssl-ca",		required_argument, NULL, O_CA },
 	{ "ssl-cert",		required_argument, NULL, O_CERT },
 	{ "ssl-key",		required_argument, NULL, O_KEY },
-	{ "cert-allowed-cn",	required_argument, NULL, O_ALLOWED_CN },
-	{ "cert-allowed-dns",	required_argument, NULL, O_ALLOWED_DNS },
-	{ "cert-allowed-uri",	required_argument, NULL, O_ALLOWED_URI },
-	{ "cert-allowed-ou",	required_argument, NULL, O_ALLOWED_OU },
+	{ "cert-allowed-cn",	required_argument, NULL, O_ALLOWED + POLICY_CN },
+	{ "cert-allowed-dns",	required_argument, NULL, O_ALLOWED + POLICY_DNS },
+	{ "cert-allowed-uri",	required_argument, NULL, O_ALLOWED + POLICY_URI },
+	{ "cert-allowed-ou",	required_argument, NULL, O_ALLOWED + POLICY_OU },
 	{ "server-name",	required_argument, NULL, O_SERVER_NAME },
 	{ "alpn",		required_argument, NULL, O_ALPN },
 	{ "status",		required_argument, NULL, O_STATUS },
@@ -185,27 +185,13 @@ parse(int argc, char **argv, struct route_conf *rc, struct global_conf *g)
 			continue;
 		if (rv != 0)
 			return (rv);
+		if (ch >= O_ALLOWED && ch <= O_ALLOWED + POLICY_OU) {
+			if (config_add_rules((enum policy_kind)(ch - O_ALLOWED),
+			    optarg, &rc->sec, err, sizeof(err)) == -1)
+				return (usage_error("%s", err));
+			continue;
+		}
 		switch (ch) {
-		case O_ALLOWED_CN:
-			if (config_add_rules(POLICY_CN, optarg,
-			    &rc->sec.allowed_cn, err, sizeof(err)) == -1)
-				return (usage_error("%s", err));
-			break;
-		case O_ALLOWED_DNS:
-			if (config_add_rules(POLICY_DNS, optarg,
-			    &rc->sec.allowed_dns, err, sizeof(err)) == -1)
-				return (usage_error("%s", err));
-			break;
-		case O_ALLOWED_URI:
-			if (config_add_rules(POLICY_URI, optarg,
-			    &rc->sec.allowed_uri, err, sizeof(err)) == -1)
-				return (usage_error("%s", err));
-			break;
-		case O_ALLOWED_OU:
-			if (config_add_rules(POLICY_OU, optarg,
-			    &rc->sec.allowed_ou, err, sizeof(err)) == -1)
-				return (usage_error("%s", err));
-			break;
 		case O_CRL:	/* repeatable: one file each */
 			if (optarg[0] == '\0')
 				return (usage_error("--ssl-crl: give a file"));

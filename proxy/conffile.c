@@ -688,9 +688,13 @@ config_free(struct config *cf)
 }
 
 int
-config_add_rules(enum policy_kind kind, const char *v, struct strlist *sl,
-    char *err, size_t errlen)
+config_add_rules(enum policy_kind kind, const char *v,
+    struct security_conf *sec, char *err, size_t errlen)
 {
+	struct strlist *lists[] = { [POLICY_CN] = &sec->allowed_cn,
+	    [POLICY_DNS] = &sec->allowed_dns, [POLICY_URI] = &sec->allowed_uri,
+	    [POLICY_OU] = &sec->allowed_ou };
+	struct strlist *sl = lists[kind];
 	const char *p = v, *comma, *why;
 	char *item;
 	size_t n;

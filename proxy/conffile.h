@@ -28,13 +28,17 @@ int config_load(const char *, struct config *, char *, size_t);
 void config_free(struct config *);
 
 /*
- * config_add_rules(kind, v, sl, err, errlen): append the comma-separated
+ * config_add_rules(kind, v, sec, err, errlen): append the comma-separated
  * identity rules of v, the value of a --cert-allowed-* flag of that kind,
- * to sl.  Every item must be a rule (policy_rule_error): "a,,b", ",a" and
- * "" are errors, not "a,b" or no rule.  Returns 0, or -1 with a message
- * naming the flag in err.  The command line's twin of the config keys.
+ * to sec's list of that kind.  Every item must be a rule
+ * (policy_rule_error): "a,,b", ",a" and "" are errors, not "a,b" or no
+ * rule.  Returns 0, or -1 with a message naming the flag in err.  The
+ * command line's twin of the config keys.
  */
-int config_add_rules(enum policy_kind, const char *, struct strlist *,
+int config_add_rules(enum policy_kind, const char *, struct security_conf *,
     char *, size_t);
+/* The getopt value of --cert-allowed-KIND: CONFIG_O_ALLOWED + its enum
+ * policy_kind, above every command's own option values. */
+#define CONFIG_O_ALLOWED	1024
 
 #endif

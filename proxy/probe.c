@@ -766,8 +766,8 @@ judge_policy(struct probe *p)
 /* ---- the command ------------------------------------------------------- */
 
 enum {
-	O_CA = 256, O_CERT, O_KEY, O_SERVER_NAME, O_ALLOWED_CN, O_ALLOWED_DNS,
-	O_ALLOWED_URI, O_ALLOWED_OU, O_ALPN, O_MYSQL, O_CONNECT_TO,
+	O_ALLOWED = CONFIG_O_ALLOWED,	/* + enum policy_kind */
+	O_CA = 256, O_CERT, O_KEY, O_SERVER_NAME, O_ALPN, O_MYSQL, O_CONNECT_TO,
 	O_HANDSHAKE_TO, O_WAIT, O_HELP
 };
 
@@ -776,10 +776,10 @@ static const struct option opts[] = {
 	{ "ssl-cert",		required_argument, NULL, O_CERT },
 	{ "ssl-key",		required_argument, NULL, O_KEY },
 	{ "server-name",	required_argument, NULL, O_SERVER_NAME },
-	{ "cert-allowed-cn",	required_argument, NULL, O_ALLOWED_CN },
-	{ "cert-allowed-dns",	required_argument, NULL, O_ALLOWED_DNS },
-	{ "cert-allowed-uri",	required_argument, NULL, O_ALLOWED_URI },
-	{ "cert-allowed-ou",	required_argument, NULL, O_ALLOWED_OU },
+	{ "cert-allowed-cn",	required_argument, NULL, O_ALLOWED + POLICY_CN },
+	{ "cert-allowed-dns",	required_argument, NULL, O_ALLOWED + POLICY_DNS },
+	{ "cert-allowed-uri",	required_argument, NULL, O_ALLOWED + POLICY_URI },
+	{ "cert-allowed-ou",	required_argument, NULL, O_ALLOWED + POLICY_OU },
 	{ "alpn",		required_argument, NULL, O_ALPN },
 	{ "mysql",		no_argument,	   NULL, O_MYSQL },
 	{ "connect-timeout",	required_argument, NULL, O_CONNECT_TO },
@@ -818,32 +818,18 @@ parse(int argc, char **argv, struct probe *p)
 	optind = 1;
 	opterr = 0;
 	while ((ch = getopt_long_only(argc, argv, ":", opts, NULL)) != -1) {
+		if (ch >= O_ALLOWED && ch <= O_ALLOWED + POLICY_OU) {
+			if (config_add_rules((enum policy_kind)(ch - O_ALLOWED),
+			    optarg, sec, err, sizeof(err)) == -1)
+				return (usage_error("%s", err));
+			continue;
+		}
 		switch (ch) {
 		case O_CA:	set_str(&sec->ssl_ca, optarg); break;
 		case O_CERT:	set_str(&sec->ssl_cert, optarg); break;
 		case O_KEY:	set_str(&sec->ssl_key, optarg); break;
 		case O_SERVER_NAME:
 				set_str(&sec->server_name, optarg); break;
-		case O_ALLOWED_CN:
-			if (config_add_rules(POLICY_CN, optarg,
-			    &sec->allowed_cn, err, sizeof(err)) == -1)
-				return (usage_error("%s", err));
-			break;
-		case O_ALLOWED_DNS:
-			if (config_add_rules(POLICY_DNS, optarg,
-			    &sec->allowed_dns, err, sizeof(err)) == -1)
-				return (usage_error("%s", err));
-			break;
-		case O_ALLOWED_URI:
-			if (config_add_rules(POLICY_URI, optarg,
-			    &sec->allowed_uri, err, sizeof(err)) == -1)
-				return (usage_error("%s", err));
-			break;
-		case O_ALLOWED_OU:
-			if (config_add_rules(POLICY_OU, optarg,
-			    &sec->allowed_ou, err, sizeof(err)) == -1)
-				return (usage_error("%s", err));
-			break;
 		case O_ALPN:
 			if (!alpn_set)
 				strlist_free(&p->p_rc.alpn);
